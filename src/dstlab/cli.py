@@ -1,0 +1,55 @@
+"""The `dstlab` command: parses, then calls one function of a room.
+
+Each room owns the arguments of its own sub-commands (`register(subparsers)` in its `cli_args`
+module, which sets `func` on its parsers); this module only dispatches and turns user errors
+into one sentence."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dstlab.errors import DstlabError
+
+# rooms that contribute sub-commands, in the order `dstlab --help` lists them
+_ROOMS = ("dstlab.run.cli_args", "dstlab.study.cli_args", "dstlab.analysis.cli_args")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dstlab", description="Dynamic Sparse Training: runs, studies and reports."
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for room in _ROOMS:
+        try:
+            module = importlib.import_module(room)
+        except ModuleNotFoundError as error:
+            if error.name != room:
+                raise
+            continue  # a room not built yet contributes no command
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("dstlab: interrupted; finished work is saved.", file=sys.stderr)
+        return 130
+    except DstlabError as error:
+        if args.debug:
+            raise
+        print(f"dstlab: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

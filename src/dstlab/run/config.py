@@ -1,0 +1,165 @@
+"""One training run's configuration: a frozen dataclass whose field names are the CLI flags
+(with dashes), the config-file keys and the study-spec keys (with underscores)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from dstlab.errors import ConfigError
+
+MODES = ("dense", "static", "dst")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("step", "cosine", "constant")
+BACKENDS = ("masked", "sparse")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run's result (plus where to find data and how many threads)."""
+
+    # what to train
+    data: str = "digits"
+    model: str = "mlp"
+    mode: str = "dst"
+    # the sparse topology (names match dstlab.DST keywords)
+    density: float = 0.1
+    prune: str = "magnitude"
+    grow: str = "random"
+    distribution: str = "erk"
+    erk_power: float = 1.0
+    dense_layers: tuple[str, ...] = ()
+    update_every: int = 100
+    update_start: float = 0.0
+    update_end: float = 1.0
+    drop_fraction: float = 0.5
+    drop_fraction_min: float = 0.005
+    decay: str = "cosine"
+    selection: str = "local"
+    global_normalize: str | None = None
+    gamma: float = 1.0
+    score_smoothing: float | None = None
+    update_position: str = "before"
+    shadow_criteria: tuple[str, ...] = ()
+    # "mask similarity at the start": before training, record what each shadow criterion would
+    # remove from the initial network at each of these constant fractions (SPEC §6)
+    start_similarity: tuple[float, ...] = ()
+    backend: str = "masked"
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    lr_schedule: str = "step"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    dropout: float = 0.0
+    # data handling
+    val_fraction: float = 0.1
+    augment: bool = True
+    seed: int = 0
+    # environment: does not change the result on one device, so not part of a run's identity
+    data_dir: str | None = field(default=None, metadata={"identity": False})
+    threads: int | None = field(default=None, metadata={"identity": False})
+    device: str = field(default="auto", metadata={"identity": False})
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Build from config-file keys; an unknown key is named together with the closest known one."""
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"unknown run option '{key}'{hint}; see `dstlab train --help`.")
+        coerced = {k: _coerce(cls, k, v) for k, v in values.items()}
+        return cls(**coerced)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-friendly values (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide the result; a study's run id hashes exactly these."""
+        return {
+            f.name: v
+            for f, v in zip(fields(self), self.to_dict().values(), strict=True)
+            if f.metadata.get("identity", True)
+        }
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}
+
+
+def _coerce(cls: type, key: str, value: Any) -> Any:
+    kind = _FIELD_TYPES[key]
+    if value is None:
+        return None
+    if "tuple" in kind:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"option '{key}' must be a list of names, got {value!r}.")
+        item = float if "float" in kind else str
+        try:
+            return tuple(item(v) for v in value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"option '{key}' has a bad list item in {value!r}.") from None
+    if kind.startswith("bool"):
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if not isinstance(value, bool):
+            raise ConfigError(f"option '{key}' must be true or false, got {value!r}.")
+        return value
+    try:
+        if kind.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option '{key}' must be a number, got {value!r}.") from None
+    if kind.startswith("str") and not isinstance(value, str):
+        raise ConfigError(f"option '{key}' must be a string, got {value!r}.")
+    return value
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+
+
+def _validate(c: RunConfig) -> None:
+    _one_of("mode", c.mode, MODES)
+    _one_of("optimizer", c.optimizer, OPTIMIZERS)
+    _one_of("lr_schedule", c.lr_schedule, LR_SCHEDULES)
+    _one_of("backend", c.backend, BACKENDS)
+    _one_of("device", c.device, DEVICES)
+    if not 0.0 < c.density <= 1.0:
+        raise ConfigError(f"density must be in (0, 1], got {c.density}.")
+    if c.epochs < 1:
+        raise ConfigError(f"epochs must be a positive whole number, got {c.epochs}.")
+    if c.batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive whole number, got {c.batch_size}.")
+    if not c.lr > 0:
+        raise ConfigError(f"lr must be positive, got {c.lr}.")
+    if not 0.0 <= c.val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {c.val_fraction}.")
+    if not 0.0 <= c.dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {c.dropout}.")
+    if c.threads is not None and c.threads < 1:
+        raise ConfigError(f"threads must be a positive whole number, got {c.threads}.")
