@@ -1,0 +1,59 @@
+"""A registry of things by name (timm-style), shared by models, datasets and criteria.
+
+Specs and configs stay plain strings; the registry turns a name into the object and an unknown
+name into one sentence listing the known ones."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from dstlab.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind, e.g. ``Registry("model")``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: ``@MODELS.register("lenet5")`` adds the decorated object under ``name``."""
+
+        def add(entry: T) -> T:
+            if name in self._entries:
+                # two modules claiming one name is a programming error, not a user error
+                raise ValueError(f"{self.kind} {name!r} is registered twice.")
+            self._entries[name] = entry
+            return entry
+
+        return add
+
+    def get(self, name: str) -> T:
+        """The entry called ``name``; an unknown name raises ConfigError listing the known ones."""
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            pass
+        close = difflib.get_close_matches(str(name), self.names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"unknown {self.kind} {name!r}{hint}; known {self.kind}s: {', '.join(self.names())}."
+        )
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
