@@ -68,6 +68,9 @@ class RunConfig:
     data_dir: str | None = field(default=None, metadata={"identity": False})
     threads: int | None = field(default=None, metadata={"identity": False})
     device: str = field(default="auto", metadata={"identity": False})
+    # seconds between mid-epoch checkpoints (0: after every step); one is always written at
+    # each epoch end, so a kill loses at most this much work
+    checkpoint_seconds: float = field(default=30.0, metadata={"identity": False})
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -161,5 +164,19 @@ def _validate(c: RunConfig) -> None:
         raise ConfigError(f"val_fraction must be in [0, 1), got {c.val_fraction}.")
     if not 0.0 <= c.dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {c.dropout}.")
+    if c.checkpoint_seconds < 0:
+        raise ConfigError(f"checkpoint_seconds must be 0 or more, got {c.checkpoint_seconds}.")
+    if c.warmup_epochs < 0 or c.warmup_epochs >= c.epochs:
+        raise ConfigError(
+            f"warmup_epochs must be at least 0 and below epochs ({c.epochs}), got {c.warmup_epochs}."
+        )
+    if not 0.0 <= c.label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {c.label_smoothing}.")
+    if any(not 0.0 < f <= 1.0 for f in c.start_similarity):
+        raise ConfigError(
+            f"start_similarity fractions must be in (0, 1], got {c.start_similarity}."
+        )
+    if c.start_similarity and c.mode == "dense":
+        raise ConfigError("start_similarity needs mode static or dst (a dense run has no masks).")
     if c.threads is not None and c.threads < 1:
         raise ConfigError(f"threads must be a positive whole number, got {c.threads}.")

@@ -1,0 +1,326 @@
+"""Pruning and growth criteria (SPEC §4–5) and their registry.
+
+A pruner scores active weights (lowest pruned first); a grower scores inactive positions
+(highest grown first). Scores are elementwise, so they are computed on the gathered active (or
+inactive) entries only. Register a new criterion with one decorated score function::
+
+    @dstlab.register_pruner("abs_grad")
+    def abs_grad(weight, grad):
+        return grad.abs()
+
+or one small class deriving from :class:`Pruner` / :class:`Grower`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from dstlab.errors import ConfigError, DstlabError
+from dstlab.topology.selection import highest_k, lowest_k, random_subset
+
+EPS = 1e-8
+
+
+class NonFiniteScoreError(DstlabError, FloatingPointError):
+    """A criterion produced NaN or infinite scores; the topology is left untouched."""
+
+
+def _positions(mask: torch.Tensor, picked: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
+    out[candidates[picked]] = True
+    return out.view_as(mask)
+
+
+def _require_finite(scores: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(scores).all()):
+        raise NonFiniteScoreError(f"the {what} scores contain NaN or infinite values.")
+
+
+class Pruner:
+    """Removes the n active weights with the lowest score."""
+
+    name = "pruner"
+    needs_grad = True
+    #: whether `score` exists, so the criterion can take part in global selection and smoothing
+    has_score = True
+
+    def score(
+        self, weight: torch.Tensor, grad: torch.Tensor | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def select(
+        self,
+        weight: torch.Tensor,
+        grad: torch.Tensor | None,
+        mask: torch.Tensor,
+        n: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Bool tensor shaped like `weight`: n True, all within `mask`."""
+        candidates = mask.reshape(-1).nonzero().squeeze(1)
+        _check_count(n, candidates.numel(), "active weights to prune")
+        active_grad = None if grad is None else grad.reshape(-1)[candidates]
+        scores = self.score(weight.reshape(-1)[candidates], active_grad, generator)
+        _require_finite(scores, f"'{self.name}' pruning")
+        return _positions(mask, lowest_k(scores, n, generator), candidates)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Grower:
+    """Activates the n inactive positions with the highest score."""
+
+    name = "grower"
+
+    def score(
+        self,
+        weight: torch.Tensor,
+        grad: torch.Tensor | None,
+        momentum: torch.Tensor | None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def select(
+        self,
+        weight: torch.Tensor,
+        grad: torch.Tensor | None,
+        mask: torch.Tensor,
+        n: int,
+        generator: torch.Generator | None = None,
+        momentum: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Bool tensor shaped like `weight`: n True, none within `mask` (the mask after pruning)."""
+        inactive = ~mask.reshape(-1)
+        candidates = inactive.nonzero().squeeze(1)
+        _check_count(n, candidates.numel(), "inactive positions to grow")
+        pick = lambda t: None if t is None else t.reshape(-1)[candidates]  # noqa: E731
+        scores = self.score(pick(weight), pick(grad), pick(momentum))
+        _require_finite(scores, f"'{self.name}' growth")
+        return _positions(mask, highest_k(scores, n, generator), candidates)
+
+
+def _check_count(n: int, available: int, what: str) -> None:
+    if n < 0 or n > available:
+        raise ValueError(f"cannot select {n} of {available} {what}.")
+
+
+# --------------------------------------------------------------------------- registry
+
+_PRUNERS: dict[str, Callable[..., Pruner]] = {}
+_GROWERS: dict[str, Callable[..., Grower]] = {}
+
+
+class _FunctionPruner(Pruner):
+    def __init__(self, name: str, fn: Callable[..., torch.Tensor], params: dict[str, Any]):
+        self.name, self._fn, self._params = name, fn, params
+        self._wants_generator = "generator" in inspect.signature(fn).parameters
+
+    def score(self, weight, grad, generator):
+        extra = {"generator": generator} if self._wants_generator else {}
+        return self._fn(weight, grad, **self._params, **extra)
+
+    def __repr__(self) -> str:
+        return f"Pruner({self.name!r}, {self._params})"
+
+
+class _FunctionGrower(Grower):
+    def __init__(self, name: str, fn: Callable[..., torch.Tensor], params: dict[str, Any]):
+        self.name, self._fn, self._params = name, fn, params
+
+    def score(self, weight, grad, momentum):
+        return self._fn(weight, grad, momentum, **self._params)
+
+
+def _register(table: dict, base: type, wrapper: type, kind: str, name: str):
+    def decorate(obj):
+        if name in table:
+            raise ConfigError(f"a {kind} named {name!r} is already registered.")
+        if isinstance(obj, type):
+            if not issubclass(obj, base):
+                raise TypeError(f"{obj.__name__} must derive from {base.__name__}.")
+            obj.name = name
+            table[name] = obj
+        else:
+            table[name] = lambda **params: wrapper(name, obj, params)
+        return obj
+
+    return decorate
+
+
+def register_pruner(name: str):
+    """Decorator: a `Pruner` subclass, or a function `score(weight, grad, **params)` whose lowest
+    values are pruned first (add a `generator` parameter to receive the run's generator)."""
+    return _register(_PRUNERS, Pruner, _FunctionPruner, "pruning criterion", name)
+
+
+def register_grower(name: str):
+    """Decorator: a `Grower` subclass, or a function `score(weight, grad, momentum, **params)`
+    whose highest values are grown first."""
+    return _register(_GROWERS, Grower, _FunctionGrower, "growth criterion", name)
+
+
+def _build(table: dict, kind: str, name: str, params: dict[str, Any]):
+    if name not in table:
+        raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}.")
+    try:
+        return table[name](**params)
+    except TypeError as error:
+        raise ConfigError(
+            f"{kind} {name!r} does not take these options {params}: {error}."
+        ) from None
+
+
+def get_pruner(name: str, **params: Any) -> Pruner:
+    """A pruning criterion by name (SPEC §4), e.g. ``get_pruner("mest", gamma=1.0)``."""
+    return _build(_PRUNERS, "pruning criterion", name, params)
+
+
+def get_grower(name: str, **params: Any) -> Grower:
+    """A growth criterion by name (SPEC §5)."""
+    return _build(_GROWERS, "growth criterion", name, params)
+
+
+def list_pruners() -> list[str]:
+    return sorted(_PRUNERS)
+
+
+def list_growers() -> list[str]:
+    return sorted(_GROWERS)
+
+
+# --------------------------------------------------------------------------- pruning criteria
+
+
+@register_pruner("random")
+class RandomPruner(Pruner):
+    needs_grad = False
+
+    def score(self, weight, grad, generator):
+        return torch.rand(weight.shape, generator=generator).to(weight.device)
+
+
+@register_pruner("magnitude")
+class MagnitudePruner(Pruner):
+    needs_grad = False
+
+    def score(self, weight, grad, generator):
+        return weight.abs()
+
+
+def _need(grad: torch.Tensor | None, name: str) -> torch.Tensor:
+    if grad is None:
+        raise ConfigError(f"pruning criterion {name!r} needs the gradient, but there is none.")
+    return grad
+
+
+@register_pruner("mest")
+class MESTPruner(Pruner):
+    """|w| + γ|g| (MEST)."""
+
+    def __init__(self, gamma: float = 1.0):
+        if not gamma >= 0:
+            raise ConfigError(f"gamma must be >= 0, got {gamma}.")
+        self.gamma = float(gamma)
+
+    def score(self, weight, grad, generator):
+        return weight.abs() + self.gamma * _need(grad, self.name).abs()
+
+    def __repr__(self) -> str:
+        return f"MESTPruner(gamma={self.gamma})"
+
+
+@register_pruner("snip")
+class SNIPPruner(Pruner):
+    def score(self, weight, grad, generator):
+        return (weight * _need(grad, self.name)).abs()
+
+
+@register_pruner("sensitivity")
+class SensitivityPruner(Pruner):
+    def score(self, weight, grad, generator):
+        return _need(grad, self.name).abs() / (weight.abs() + EPS)
+
+
+@register_pruner("reciprocal_sensitivity")
+class ReciprocalSensitivityPruner(Pruner):
+    def score(self, weight, grad, generator):
+        return weight.abs() / (_need(grad, self.name).abs() + EPS)
+
+
+@register_pruner("taylor_fo")
+class TaylorFOPruner(Pruner):
+    def score(self, weight, grad, generator):
+        return (weight * _need(grad, self.name)).pow(2)
+
+
+@register_pruner("set")
+class SETPruner(Pruner):
+    """Sign-split magnitude (SET): the ceil(n/2) smallest non-negative weights and the floor(n/2)
+    negative weights closest to zero; a sign with too few gives the rest to the other."""
+
+    needs_grad = False
+    has_score = False
+
+    def select(self, weight, grad, mask, n, generator=None):
+        candidates = mask.reshape(-1).nonzero().squeeze(1)
+        _check_count(n, candidates.numel(), "active weights to prune")
+        values = weight.reshape(-1)[candidates]
+        _require_finite(values, "'set' pruning")
+        positive = (values >= 0).nonzero().squeeze(1)
+        negative = (values < 0).nonzero().squeeze(1)
+        n_pos = min((n + 1) // 2, positive.numel())
+        n_neg = min(n - n_pos, negative.numel())
+        n_pos = n - n_neg
+        chosen = torch.cat(
+            [
+                positive[lowest_k(values[positive], n_pos, generator)],
+                negative[highest_k(values[negative], n_neg, generator)],
+            ]
+        )
+        return _positions(mask, chosen, candidates)
+
+
+# --------------------------------------------------------------------------- growth criteria
+
+
+@register_grower("random")
+class RandomGrower(Grower):
+    """Exactly n inactive positions, uniformly at random."""
+
+    def select(self, weight, grad, mask, n, generator=None, momentum=None):
+        inactive = ~mask.reshape(-1)
+        _check_count(n, int(inactive.sum()), "inactive positions to grow")
+        out = torch.zeros_like(inactive)
+        out[random_subset(inactive, n, generator)] = True
+        return out.view_as(mask)
+
+
+@register_grower("gradient")
+class GradientGrower(Grower):
+    """|g| of the dense gradient (RigL)."""
+
+    def score(self, weight, grad, momentum):
+        if grad is None:
+            raise ConfigError(
+                "growth criterion 'gradient' needs the dense gradient, but there is none."
+            )
+        return grad.abs()
+
+
+@register_grower("momentum")
+class MomentumGrower(Grower):
+    """|optimizer momentum| (SNFS); for Adam the engine passes m / (sqrt(v) + eps)."""
+
+    def score(self, weight, grad, momentum):
+        if momentum is None:
+            raise ConfigError(
+                "growth criterion 'momentum' needs optimizer momentum (SGD with momentum > 0, "
+                "or Adam/AdamW) after at least one step."
+            )
+        return momentum.abs()

@@ -1,0 +1,428 @@
+"""The DST engine: wraps the user's optimizer; every `update_every` steps it prunes and regrows
+each sparse layer (SPEC §3). Pure PyTorch: no files, no datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from dstlab.errors import ConfigError
+from dstlab.topology.criteria import (
+    Grower,
+    NonFiniteScoreError,
+    Pruner,
+    get_grower,
+    get_pruner,
+)
+from dstlab.topology.distributions import check_density, layer_densities
+from dstlab.topology.masks import MaskedTarget, optimizer_parameters, sparsifiable_parameters
+from dstlab.topology.observers import TopologyTracker, similarity_matrix
+from dstlab.topology.schedules import DropFraction, UpdateSchedule, count_to_replace
+from dstlab.topology.selection import lowest_k, random_subset
+
+SELECTIONS = ("local", "global")
+NORMALIZATIONS = (None, "layer_sum", "layer_max", "row_sum", "row_max", "column_sum", "column_max")
+UPDATE_POSITIONS = ("before", "after")
+BACKENDS = ("masked", "sparse")
+
+# optimizers that keep a weight exactly 0 when its gradient, value and state are 0, so masking the
+# gradient is the only per-step work; any other optimizer also gets its weights re-masked
+_ZERO_PRESERVING = (
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.RMSprop,
+    torch.optim.Adagrad,
+    torch.optim.NAdam,
+    torch.optim.RAdam,
+    torch.optim.Adamax,
+)
+_SHADOW_SEED_OFFSET = 0x5EED
+
+
+class DST:
+    """Dynamic Sparse Training around an existing model and optimizer.
+
+    Call ``loss.backward()`` then ``dst.step()`` in place of ``optimizer.step()``. Every
+    ``update_every`` steps each sparse layer loses ``ceil(f·nnz)`` weights by the pruning
+    criterion and regrows as many by the growth criterion; new weights and their optimizer
+    state start at 0, and inactive weights, gradients and state stay exactly 0.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        density: float = 0.1,
+        prune: str | Pruner = "magnitude",
+        grow: str | Grower = "random",
+        distribution: str = "erk",
+        update_every: int = 800,
+        drop_fraction: float = 0.5,
+        decay: str = "cosine",
+        total_steps: int | None = None,
+        seed: int = 0,
+        *,
+        drop_fraction_min: float = 0.005,
+        update_start: float = 0.0,
+        update_end: float = 1.0,
+        erk_power: float = 1.0,
+        dense_layers: Iterable[str] = (),
+        selection: str = "local",
+        global_normalize: str | None = None,
+        gamma: float = 1.0,
+        score_smoothing: float | None = None,
+        update_position: str = "before",
+        shadow_criteria: Sequence[str] = (),
+        backend: str = "masked",
+        static: bool = False,
+    ):
+        check_density(density)
+        _one_of("selection", selection, SELECTIONS)
+        _one_of("global_normalize", global_normalize, NORMALIZATIONS)
+        _one_of("update_position", update_position, UPDATE_POSITIONS)
+        _one_of("backend", backend, BACKENDS)
+        if score_smoothing is not None and not 0.0 <= score_smoothing < 1.0:
+            raise ConfigError(f"score_smoothing must be in [0, 1), got {score_smoothing}.")
+        if total_steps is not None and total_steps < 1:
+            raise ConfigError(f"total_steps must be a positive whole number, got {total_steps}.")
+        self.model, self.optimizer = model, optimizer
+        self.density = float(density)
+        self.seed = int(seed)
+        self.static = bool(static)
+        self.selection, self.global_normalize = selection, global_normalize
+        self.update_position = update_position
+        self.score_smoothing = score_smoothing
+        self.backend = backend
+        self.total_steps = total_steps
+        self.schedule = UpdateSchedule.create(update_every, update_start, update_end, total_steps)
+        self.drop = DropFraction(drop_fraction, decay, drop_fraction_min, total_steps)
+        self.pruner = _make_pruner(prune, gamma)
+        self.grower = grow if isinstance(grow, Grower) else get_grower(grow)
+        self.shadow_pruners = {name: _make_pruner(name, gamma) for name in shadow_criteria}
+        for criterion in [self.pruner, *self.shadow_pruners.values()]:
+            if selection == "global" and not criterion.has_score:
+                raise ConfigError(
+                    f"pruning criterion '{criterion.name}' has no score, so it "
+                    "cannot select globally; use selection='local'."
+                )
+        if score_smoothing is not None and not self.pruner.has_score:
+            raise ConfigError(f"pruning criterion '{self.pruner.name}' has no score to smooth.")
+
+        params, dense = sparsifiable_parameters(model, dense_layers)
+        held = optimizer_parameters(optimizer)
+        missing = [n for n in params if n not in dense and id(params[n]) not in held]
+        if missing:
+            raise ConfigError(
+                f"the optimizer does not hold the model's parameter {missing[0]!r}; "
+                "build the optimizer from model.parameters() before DST."
+            )
+        self.dense_layers = dense
+        shapes = {n: tuple(p.shape) for n, p in params.items()}
+        self.layer_density = layer_densities(
+            shapes, density, distribution, power=erk_power, dense=dense
+        )
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.shadow_generator = torch.Generator().manual_seed(self.seed + _SHADOW_SEED_OFFSET)
+        masks = {
+            n: self._initial_mask(params[n], self.layer_density[n])
+            for n in params
+            if n not in dense
+        }
+        self.targets = self._build_targets({n: params[n] for n in masks}, masks)
+        self._dense_numel = sum(params[n].numel() for n in dense)
+        self.tracker = TopologyTracker(self.masks)
+        self.step_count = 0
+        self.records: list[dict[str, Any]] = []
+        self._smoothed: dict[str, torch.Tensor] = {}
+        self._exact_optimizer = isinstance(optimizer, _ZERO_PRESERVING)
+        self.enforce()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """{parameter name: bool mask} of every sparse parameter."""
+        return {t.name: t.mask for t in self.targets}
+
+    def current_density(self) -> float:
+        active = sum(t.active for t in self.targets) + self._dense_numel
+        return active / (sum(t.numel for t in self.targets) + self._dense_numel)
+
+    def is_update_step(self, t: int | None = None) -> bool:
+        t = self.step_count if t is None else t
+        return not self.static and self.schedule.is_update_step(t)
+
+    def step(self) -> dict[str, Any] | None:
+        """One optimizer step with masked gradients; at an update step also the topology
+        update (before the optimizer step by default). Returns the update record, if any."""
+        t = self.step_count
+        update = self.is_update_step(t)
+        if self.score_smoothing is not None and not self.static:
+            self._smooth_scores()
+        record = None
+        if update and self.update_position == "before":
+            record = self._update(t, self._current_grads())
+        # "after": the growth criteria still need the dense gradient the masking below destroys
+        dense_grads = (
+            self._current_grads(copy=True) if update and self.update_position == "after" else None
+        )
+        for target in self.targets:
+            target.mask_grad()
+        self.optimizer.step()
+        if not self._exact_optimizer:
+            self.enforce()
+        if dense_grads is not None:
+            record = self._update(t, dense_grads)
+        self.step_count += 1
+        return record
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def enforce(self) -> None:
+        """Zero weights, gradients and optimizer state wherever a mask is off."""
+        for target in self.targets:
+            target.enforce(self.optimizer)
+
+    def compare_criteria(self, criteria: Sequence[str], fraction: float) -> dict[str, Any]:
+        """What each criterion would remove from the current state (weights and the gradient in
+        ``.grad``) at a constant fraction, without acting: pooled and per-layer Jaccard."""
+        if not 0.0 < fraction <= 1.0:
+            raise ConfigError(f"fraction must be in (0, 1], got {fraction}.")
+        pruners = {
+            name: _make_pruner(name, getattr(self.pruner, "gamma", 1.0)) for name in criteria
+        }
+        grads = self._current_grads()
+        counts = {t.name: count_to_replace(fraction, t.active) for t in self.targets}
+        removed = {
+            name: self._prune_sets(p, grads, counts, self.shadow_generator, smoothed=False)
+            for name, p in pruners.items()
+        }
+        return similarity_matrix(removed, list(criteria))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step_count,
+            "masks": {n: m.clone() for n, m in self.masks.items()},
+            "generator": self.generator.get_state(),
+            "shadow_generator": self.shadow_generator.get_state(),
+            "tracker": self.tracker.state_dict(),
+            "smoothed": {n: s.clone() for n, s in self._smoothed.items()},
+            "records": list(self.records),
+            "density": self.density,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        names = {t.name for t in self.targets}
+        if set(state["masks"]) != names:
+            raise ConfigError(
+                "this DST state belongs to a model with other sparse layers "
+                f"({sorted(state['masks'])}) than this one ({sorted(names)})."
+            )
+        for target in self.targets:
+            mask = state["masks"][target.name].to(device=target.mask.device, dtype=torch.bool)
+            if mask.shape != target.mask.shape:
+                raise ConfigError(
+                    f"the saved mask of {target.name!r} has shape "
+                    f"{tuple(mask.shape)}, the layer has {target.shape}."
+                )
+            target.mask = mask.clone()
+        self.step_count = int(state["step"])
+        self.generator.set_state(state["generator"])
+        self.shadow_generator.set_state(state["shadow_generator"])
+        self.tracker.load_state_dict(state["tracker"])
+        self._smoothed = {n: s.clone() for n, s in state.get("smoothed", {}).items()}
+        self.records = list(state.get("records", []))
+        self.enforce()
+
+    # ------------------------------------------------------------------ construction
+
+    def _initial_mask(self, param: torch.Tensor, density: float) -> torch.Tensor:
+        k = round(density * param.numel())
+        every = torch.ones(param.numel(), dtype=torch.bool)
+        mask = torch.zeros(param.numel(), dtype=torch.bool)
+        mask[random_subset(every, k, self.generator)] = True
+        return mask.view(param.shape).to(param.device)
+
+    def _build_targets(self, params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor]):
+        if self.backend == "sparse":
+            try:
+                from dstlab.sparse.backend import build_targets
+            except ImportError as error:  # pragma: no cover - depends on the install
+                raise ConfigError(f"backend 'sparse' is unavailable here ({error}).") from None
+            return build_targets(self.model, self.optimizer, params, masks)
+        return [MaskedTarget(n, p, masks[n]) for n, p in params.items()]
+
+    # ------------------------------------------------------------------ the update
+
+    def _current_grads(self, copy: bool = False) -> dict[str, torch.Tensor | None]:
+        grads = {t.name: t.grad() for t in self.targets}
+        if copy:
+            grads = {n: None if g is None else g.clone() for n, g in grads.items()}
+        return grads
+
+    def _update(self, t: int, grads: dict[str, torch.Tensor | None]) -> dict[str, Any]:
+        fraction = self.drop.at(t)
+        counts = {tg.name: count_to_replace(fraction, tg.active) for tg in self.targets}
+        # decide everything first, so a failure (non-finite scores) leaves the masks untouched
+        removed = self._prune_sets(self.pruner, grads, counts, self.generator, smoothed=True)
+        grown: dict[str, torch.Tensor] = {}
+        for target in self.targets:
+            kept = target.mask & ~removed[target.name]
+            n = int(removed[target.name].sum())
+            momentum = target.momentum(self.optimizer) if self.grower.name == "momentum" else None
+            try:
+                grown[target.name] = self.grower.select(
+                    target.weight(), grads[target.name], kept, n, self.generator, momentum
+                )
+            except NonFiniteScoreError as error:
+                raise _in_layer(error, target.name, t) from None
+        similarity = None
+        if self.shadow_pruners:
+            sets = {self.pruner.name: removed}
+            for name, pruner in self.shadow_pruners.items():
+                if name != self.pruner.name:
+                    sets[name] = self._prune_sets(
+                        pruner, grads, counts, self.shadow_generator, smoothed=False
+                    )
+            similarity = similarity_matrix(sets, list(sets))
+        layers = {}
+        for target in self.targets:
+            gone, new = removed[target.name], grown[target.name]
+            target.apply((target.mask & ~gone) | new, gone | new, self.optimizer)
+            layers[target.name] = {
+                "active": target.active,
+                "removed": int(gone.sum()),
+                "grown": int(new.sum()),
+            }
+        self._smoothed.clear()
+        record = {
+            "step": t,
+            "drop_fraction": fraction,
+            "density": self.current_density(),
+            **self.tracker.observe(self.masks),
+            "layers": layers,
+        }
+        if similarity is not None:
+            record["similarity"] = similarity
+        self.records.append(record)
+        return record
+
+    def _prune_sets(self, pruner: Pruner, grads, counts, generator, smoothed: bool):
+        """{layer: bool tensor of the weights `pruner` removes}, locally or globally."""
+        use_smoothed = smoothed and self.score_smoothing is not None and self._smoothed
+        if self.selection == "local" and not use_smoothed:
+            out = {}
+            for target in self.targets:
+                try:
+                    out[target.name] = pruner.select(
+                        target.weight(),
+                        grads[target.name],
+                        target.mask,
+                        counts[target.name],
+                        generator,
+                    )
+                except NonFiniteScoreError as error:
+                    raise _in_layer(error, target.name, self.step_count) from None
+            return out
+        # score-based: active scores of every layer, then one threshold (global) or one per layer
+        active, scores = {}, {}
+        for target in self.targets:
+            cand = target.mask.reshape(-1).nonzero().squeeze(1)
+            if use_smoothed and target.name in self._smoothed:
+                s = self._smoothed[target.name].reshape(-1)[cand]
+            else:
+                s = _active_scores(pruner, target, grads[target.name], cand, generator)
+            if not bool(torch.isfinite(s).all()):
+                raise _in_layer(
+                    NonFiniteScoreError(
+                        f"the '{pruner.name}' pruning scores contain NaN or infinite values."
+                    ),
+                    target.name,
+                    self.step_count,
+                )
+            active[target.name], scores[target.name] = cand, s
+        if self.selection == "local":
+            picked = {n: lowest_k(scores[n], counts[n], generator) for n in scores}
+        else:
+            picked = self._global_pick(scores, active, sum(counts.values()), generator)
+        out = {}
+        for target in self.targets:
+            flat = torch.zeros(target.numel, dtype=torch.bool, device=target.mask.device)
+            flat[active[target.name][picked[target.name]]] = True
+            out[target.name] = flat.view(target.shape)
+        return out
+
+    def _global_pick(self, scores, active, total, generator):
+        names = list(scores)
+        normalized = [self._normalize(scores[n], active[n], n) for n in names]
+        pool = torch.cat(normalized)
+        chosen = lowest_k(pool, total, generator)
+        picked, offset = {}, 0
+        for name, s in zip(names, normalized, strict=True):
+            inside = chosen[(chosen >= offset) & (chosen < offset + s.numel())]
+            picked[name] = inside - offset
+            offset += s.numel()
+        return picked
+
+    def _normalize(self, scores: torch.Tensor, active: torch.Tensor, name: str) -> torch.Tensor:
+        how = self.global_normalize
+        if how is None or scores.numel() == 0:
+            return scores
+        scope, reduce = how.split("_")
+        if scope == "layer":
+            denom = scores.sum() if reduce == "sum" else scores.abs().max()
+            return scores / (denom + 1e-12)
+        target = next(t for t in self.targets if t.name == name)
+        cols = target.numel // target.shape[0]
+        group = active // cols if scope == "row" else active % cols
+        size = target.shape[0] if scope == "row" else cols
+        denom = torch.zeros(size, dtype=scores.dtype, device=scores.device)
+        if reduce == "sum":
+            denom.index_add_(0, group, scores)
+        else:
+            denom.scatter_reduce_(0, group, scores.abs(), reduce="amax", include_self=True)
+        return scores / (denom[group] + 1e-12)
+
+    def _smooth_scores(self) -> None:
+        """EMA of the pruning score between updates (an extra of SPEC §4)."""
+        beta = self.score_smoothing
+        for target in self.targets:
+            grad = target.grad()
+            score = self.pruner.score(target.weight(), grad, self.generator)
+            previous = self._smoothed.get(target.name)
+            self._smoothed[target.name] = (
+                score.clone()
+                if previous is None
+                else previous.mul_(beta).add_(score, alpha=1 - beta)
+            )
+
+
+def _active_scores(pruner: Pruner, target, grad, candidates, generator) -> torch.Tensor:
+    weight = target.weight().reshape(-1)[candidates]
+    g = None if grad is None else grad.reshape(-1)[candidates]
+    return pruner.score(weight, g, generator)
+
+
+def _make_pruner(prune: str | Pruner, gamma: float) -> Pruner:
+    if isinstance(prune, Pruner):
+        return prune
+    return get_pruner(prune, gamma=gamma) if prune == "mest" else get_pruner(prune)
+
+
+def _in_layer(error: NonFiniteScoreError, layer: str, step: int) -> NonFiniteScoreError:
+    message = str(error).rstrip(".")
+    return NonFiniteScoreError(
+        f"{message} in layer {layer!r} at step {step}; the masks were left "
+        "untouched (check for NaN/inf gradients or weights)."
+    )
+
+
+def _one_of(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        shown = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"{name} must be one of {shown}; got {value!r}.")

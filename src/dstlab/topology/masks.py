@@ -1,0 +1,124 @@
+"""Which parameters are sparse, and keeping weights, gradients and optimizer state at zero where
+a mask is off.
+
+The engine handles each sparse parameter through a *target*: :class:`MaskedTarget` keeps a dense
+weight and a bool mask. Another backend (``dstlab.sparse``) supplies targets with the same
+methods that store only the active values."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from dstlab.errors import ConfigError
+
+
+def sparsifiable_parameters(
+    model: nn.Module, dense_layers: Iterable[str] = ()
+) -> tuple[dict[str, nn.Parameter], list[str]]:
+    """The weights with >= 2 dims (Linear, Conv, ...) and which of them the user keeps dense
+    (by exact name or fnmatch pattern, e.g. ``"fc1.weight"``, ``"conv1.*"``)."""
+    patterns = list(dense_layers)
+    params = {n: p for n, p in model.named_parameters() if p.dim() >= 2 and p.requires_grad}
+    if not params:
+        raise ConfigError(
+            f"the model {type(model).__name__} has no parameter with 2 or more dimensions to "
+            "sparsify (only Linear/Conv-like weights can be sparse)."
+        )
+    dense = [n for n in params if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+    unmatched = [pat for pat in patterns if not any(fnmatch.fnmatchcase(n, pat) for n in params)]
+    if unmatched:
+        raise ConfigError(
+            f"dense_layers {unmatched} match no sparsifiable parameter; known: {', '.join(params)}."
+        )
+    return params, dense
+
+
+def optimizer_parameters(optimizer: torch.optim.Optimizer) -> set[int]:
+    return {id(p) for group in optimizer.param_groups for p in group["params"]}
+
+
+def state_tensors(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> list[torch.Tensor]:
+    """Every per-element optimizer state tensor of `param` (momentum, Adam moments, ...)."""
+    state = optimizer.state.get(param, {})
+    return [v for v in state.values() if torch.is_tensor(v) and v.shape == param.shape]
+
+
+def momentum_of(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> torch.Tensor | None:
+    """SGD's momentum buffer, or Adam's m / (sqrt(v) + eps); None when there is none yet."""
+    state = optimizer.state.get(param, {})
+    if state.get("momentum_buffer") is not None:
+        return state["momentum_buffer"]
+    if "exp_avg" in state and "exp_avg_sq" in state:
+        eps = next(
+            (
+                g.get("eps", 1e-8)
+                for g in optimizer.param_groups
+                if any(p is param for p in g["params"])
+            ),
+            1e-8,
+        )
+        return state["exp_avg"] / (state["exp_avg_sq"].sqrt() + eps)
+    return None
+
+
+class MaskedTarget:
+    """A dense weight multiplied by a bool mask: the default ``backend="masked"``."""
+
+    def __init__(self, name: str, param: nn.Parameter, mask: torch.Tensor):
+        self.name = name
+        self.param = param
+        self.mask = mask.to(device=param.device, dtype=torch.bool)
+        self.shape = tuple(param.shape)
+        self.numel = param.numel()
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self._mask
+
+    @mask.setter
+    def mask(self, value: torch.Tensor) -> None:
+        self._mask = value
+        self._off = ~value  # cached: the per-step gradient masking needs it every step
+
+    @property
+    def active(self) -> int:
+        return int(self.mask.sum())
+
+    def weight(self) -> torch.Tensor:
+        return self.param.detach()
+
+    def grad(self) -> torch.Tensor | None:
+        return None if self.param.grad is None else self.param.grad.detach()
+
+    def momentum(self, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+        return momentum_of(optimizer, self.param)
+
+    @torch.no_grad()
+    def mask_grad(self) -> None:
+        """Zero the gradient where the mask is off. With weights and state already zero there,
+        SGD (momentum, Nesterov, weight decay), Adam and AdamW then keep them exactly zero, so
+        this is the only per-step work."""
+        if self.param.grad is not None:
+            self.param.grad.masked_fill_(self._off, 0.0)
+
+    @torch.no_grad()
+    def apply(self, new_mask: torch.Tensor, changed: torch.Tensor, optimizer) -> None:
+        """Adopt `new_mask`; weights and optimizer state restart at 0 at every `changed`
+        position (pruned or grown)."""
+        self.mask = new_mask
+        self.param.masked_fill_(changed, 0.0)
+        for buffer in state_tensors(optimizer, self.param):
+            buffer.masked_fill_(changed, 0.0)
+        self.mask_grad()
+
+    @torch.no_grad()
+    def enforce(self, optimizer) -> None:
+        """Zero weights, gradient and optimizer state wherever the mask is off."""
+        self.param.masked_fill_(self._off, 0.0)
+        for buffer in state_tensors(optimizer, self.param):
+            buffer.masked_fill_(self._off, 0.0)
+        self.mask_grad()

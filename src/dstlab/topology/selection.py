@@ -1,0 +1,66 @@
+"""Exact selection of the k lowest (or highest) scores among candidate positions, with ties
+broken at random by a generator. Linear time (a selection, not a sort), because the reference
+code's full sorts of every position dominated the cost of an update."""
+
+from __future__ import annotations
+
+import torch
+
+
+def lowest_k(
+    scores: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Indices (into the flat `scores`) of the k lowest values; ties at the threshold are
+    chosen uniformly at random with `generator`."""
+    scores = scores.reshape(-1)
+    size = scores.numel()
+    if k <= 0:
+        return torch.empty(0, dtype=torch.long, device=scores.device)
+    if k >= size:
+        return torch.arange(size, device=scores.device)
+    # torch.kthvalue is a selection (O(n)); the k-th smallest value is the threshold
+    threshold = torch.kthvalue(scores, k).values
+    below = (scores < threshold).nonzero().squeeze(1)
+    missing = k - below.numel()
+    tied = (scores == threshold).nonzero().squeeze(1)
+    if missing == tied.numel():
+        return torch.cat([below, tied])
+    pick = torch.randperm(tied.numel(), generator=generator, device="cpu")[:missing]
+    return torch.cat([below, tied[pick.to(tied.device)]])
+
+
+def highest_k(
+    scores: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Indices of the k highest values, ties at random."""
+    return lowest_k(-scores.reshape(-1), k, generator)
+
+
+def random_subset(
+    candidates: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """k distinct indices where the flat bool tensor `candidates` is True, uniformly at random."""
+    candidates = candidates.reshape(-1)
+    size = candidates.numel()
+    available = int(candidates.sum())
+    if k <= 0:
+        return torch.empty(0, dtype=torch.long, device=candidates.device)
+    if k * 4 <= available:
+        # rejection sampling: draw positions with replacement, keep candidates, keep the first
+        # occurrence of each; cheap when candidates are plentiful (low density) and k is small
+        accept = available / size
+        drawn = torch.empty(0, dtype=torch.long)
+        while True:
+            extra = torch.randint(size, (int(k / accept * 1.25) + 32,), generator=generator)
+            extra = extra[candidates[extra.to(candidates.device)].cpu()]
+            drawn = torch.cat([drawn, extra])
+            uniq, inverse = torch.unique(drawn, return_inverse=True)
+            if uniq.numel() >= k:
+                break
+        first = torch.full((uniq.numel(),), drawn.numel(), dtype=torch.long)
+        first.scatter_reduce_(0, inverse, torch.arange(drawn.numel()), reduce="amin")
+        chosen = uniq[first.argsort()[:k]]
+    else:
+        pool = candidates.nonzero().squeeze(1).cpu()
+        chosen = pool[torch.randperm(pool.numel(), generator=generator)[:k]]
+    return chosen.to(candidates.device)
