@@ -1,0 +1,178 @@
+"""The three products of a sparse linear layer, on CSR structure in a transposed activation layout.
+
+Activations travel as ``xt`` of shape (features, batch), contiguous, so every inner loop runs
+over the batch: contiguous, vectorisable, and no transposes between consecutive sparse layers.
+
+- forward:  ``yt = W @ xt`` (+ bias), one CSR row of W per output feature;
+- backward: fused in one pass over the transposed structure (CSR of Wᵀ): for each input feature
+  c and each active (o, c), ``gval[k] = <gyt[o], xt[c]>`` (the sampled weight gradient) and
+  ``gxt[c] += w[k] * gyt[o]`` (the input gradient), so ``gyt[o]`` is read once for both.
+
+numba (the optional ``fast`` extra) compiles them; without it the same products run on PyTorch's
+CSR kernels (slower, same results).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # numba is optional: `pip install dstlab[fast]`
+    import numba
+    from numba import njit, prange
+
+    HAVE_NUMBA = os.environ.get("DSTLAB_NO_NUMBA", "") == ""
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    HAVE_NUMBA = False
+
+
+if HAVE_NUMBA:
+    # Both kernels take four entries at a time: one load/store of the accumulator row per four
+    # fused multiply-adds instead of per one (about 1.3x faster here on AVX2).
+
+    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def _forward_nb(crow, col, val, xt, bias, has_bias, yt):  # pragma: no cover - compiled
+        n_rows = crow.shape[0] - 1
+        batch = xt.shape[1]
+        for r in prange(n_rows):
+            out = yt[r]
+            b0 = bias[r] if has_bias else 0.0
+            for j in range(batch):
+                out[j] = b0
+            k = crow[r]
+            end = crow[r + 1]
+            while k + 4 <= end:
+                v0, v1, v2, v3 = val[k], val[k + 1], val[k + 2], val[k + 3]
+                x0, x1, x2, x3 = xt[col[k]], xt[col[k + 1]], xt[col[k + 2]], xt[col[k + 3]]
+                for j in range(batch):
+                    out[j] += v0 * x0[j] + v1 * x1[j] + v2 * x2[j] + v3 * x3[j]
+                k += 4
+            while k < end:
+                v = val[k]
+                x = xt[col[k]]
+                for j in range(batch):
+                    out[j] += v * x[j]
+                k += 1
+
+    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def _backward_nb(
+        crow_t, row_t, perm, val, xt, gyt, gval, gxt, need_gx, zero
+    ):  # pragma: no cover
+        n_cols = crow_t.shape[0] - 1
+        batch = xt.shape[1]
+        for c in prange(n_cols):
+            x = xt[c]
+            kk = crow_t[c]
+            end = crow_t[c + 1]
+            if need_gx:
+                gx = gxt[c]
+                for j in range(batch):
+                    gx[j] = 0.0
+                while kk + 4 <= end:
+                    k0, k1, k2, k3 = perm[kk], perm[kk + 1], perm[kk + 2], perm[kk + 3]
+                    g0, g1 = gyt[row_t[kk]], gyt[row_t[kk + 1]]
+                    g2, g3 = gyt[row_t[kk + 2]], gyt[row_t[kk + 3]]
+                    v0, v1, v2, v3 = val[k0], val[k1], val[k2], val[k3]
+                    s0 = s1 = s2 = s3 = zero  # typed zero: float32 sums stay float32
+                    for j in range(batch):
+                        xj = x[j]
+                        a0, a1, a2, a3 = g0[j], g1[j], g2[j], g3[j]
+                        s0 += a0 * xj
+                        s1 += a1 * xj
+                        s2 += a2 * xj
+                        s3 += a3 * xj
+                        gx[j] += v0 * a0 + v1 * a1 + v2 * a2 + v3 * a3
+                    gval[k0], gval[k1], gval[k2], gval[k3] = s0, s1, s2, s3
+                    kk += 4
+                while kk < end:
+                    k = perm[kk]
+                    g = gyt[row_t[kk]]
+                    v = val[k]
+                    s = zero
+                    for j in range(batch):
+                        s += g[j] * x[j]
+                        gx[j] += v * g[j]
+                    gval[k] = s
+                    kk += 1
+            else:
+                while kk < end:
+                    g = gyt[row_t[kk]]
+                    s = zero
+                    for j in range(batch):
+                        s += g[j] * x[j]
+                    gval[perm[kk]] = s
+                    kk += 1
+
+    def _sync_threads() -> None:
+        # numba keeps its own pool; follow torch's setting (the user's `torch.set_num_threads`)
+        n = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+        if numba.get_num_threads() != n:
+            numba.set_num_threads(n)
+
+
+def _zero(dtype: torch.dtype):
+    import numpy as np
+
+    return np.float32(0) if dtype == torch.float32 else np.float64(0)
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]):
+    return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+
+
+def forward(
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    val: torch.Tensor,
+    xt: torch.Tensor,
+    bias: torch.Tensor | None,
+    n_out: int,
+) -> torch.Tensor:
+    """``W @ xt (+ bias[:, None])`` for W in CSR (n_out rows); ``xt`` (n_in, batch) contiguous."""
+    if HAVE_NUMBA:
+        _sync_threads()
+        yt = torch.empty((n_out, xt.shape[1]), dtype=xt.dtype)
+        b = bias.detach() if bias is not None else val.new_empty(0)
+        _forward_nb(
+            crow.numpy(), col.numpy(), val.numpy(), xt.numpy(), b.numpy(), bias is not None,
+            yt.numpy(),
+        )  # fmt: skip
+        return yt
+    yt = _csr(crow, col, val, (n_out, xt.shape[0])) @ xt
+    if bias is not None:
+        yt += bias.detach()[:, None]
+    return yt
+
+
+def backward(
+    crow_t: torch.Tensor,
+    row_t: torch.Tensor,
+    perm: torch.Tensor,
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    val: torch.Tensor,
+    xt: torch.Tensor,
+    gyt: torch.Tensor,
+    need_gx: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gradients of ``W @ xt``: the values' gradient (CSR order) and, if asked, ``Wᵀ @ gyt``."""
+    n_out = crow.shape[0] - 1
+    n_in = crow_t.shape[0] - 1
+    if HAVE_NUMBA:
+        _sync_threads()
+        gval = torch.empty_like(val)
+        gxt = torch.empty((n_in, xt.shape[1]), dtype=xt.dtype) if need_gx else None
+        _backward_nb(
+            crow_t.numpy(), row_t.numpy(), perm.numpy(), val.numpy(), xt.numpy(), gyt.numpy(),
+            gval.numpy(), gxt.numpy() if need_gx else xt.numpy()[:0], need_gx, _zero(val.dtype),
+        )  # fmt: skip
+        return gval, gxt
+    # PyTorch path: sampled product for the values, transposed CSR for the input gradient
+    zeros = torch.zeros_like(val)
+    gval = torch.sparse.sampled_addmm(_csr(crow, col, zeros, (n_out, n_in)), gyt, xt.t())
+    gval = gval.values()
+    gxt = None
+    if need_gx:
+        gxt = _csr(crow_t, row_t, val[perm.long()], (n_in, n_out)) @ gyt
+    return gval, gxt

@@ -1,0 +1,80 @@
+"""CSR structure of a sparse (out, in) weight, built from sorted flat positions, never densely.
+
+A position is ``flat = row * n_in + col`` (row-major, the order of ``mask.flatten()``); the values
+of a layer are stored in that order, which is also CSR order. The transposed structure (CSR of
+Wᵀ) plus ``perm`` (value index of each transposed entry) serves the backward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class CSRStructure:
+    """Row and column CSR of one weight: indices int32 unless there are too many entries."""
+
+    crow: torch.Tensor  # (n_out + 1,)
+    col: torch.Tensor  # (nnz,)
+    crow_t: torch.Tensor  # (n_in + 1,)
+    row_t: torch.Tensor  # (nnz,) row of each transposed entry
+    perm: torch.Tensor  # (nnz,) index into values of each transposed entry
+
+
+def index_dtype(shape: tuple[int, int], nnz: int) -> torch.dtype:
+    """int32 when every index fits (faster, half the memory), else int64."""
+    return torch.int32 if max(nnz, shape[0] + 1, shape[1] + 1) <= _INT32_MAX else torch.int64
+
+
+def build(flat: torch.Tensor, shape: tuple[int, int]) -> CSRStructure:
+    """Structure of the positions ``flat`` (int64, sorted ascending, unique) in a ``shape`` weight."""
+    n_out, n_in = shape
+    itype = index_dtype(shape, flat.numel())
+    rows = torch.div(flat, n_in, rounding_mode="floor")
+    cols = flat - rows * n_in
+    crow = torch.zeros(n_out + 1, dtype=torch.int64)
+    crow[1:] = torch.bincount(rows, minlength=n_out).cumsum(0)
+    # stable sort by column keeps rows ascending inside each column: a valid CSR of Wᵀ
+    perm = torch.argsort(cols, stable=True)
+    crow_t = torch.zeros(n_in + 1, dtype=torch.int64)
+    crow_t[1:] = torch.bincount(cols, minlength=n_in).cumsum(0)
+    return CSRStructure(
+        crow=crow.to(itype),
+        col=cols.to(itype),
+        crow_t=crow_t.to(itype),
+        row_t=rows[perm].to(itype),
+        perm=perm.to(itype),
+    )
+
+
+def flat_positions(crow: torch.Tensor, col: torch.Tensor, n_in: int) -> torch.Tensor:
+    """Sorted int64 flat positions of a CSR structure (the inverse of :func:`build`)."""
+    n_out = crow.numel() - 1
+    counts = (crow[1:] - crow[:-1]).long()
+    rows = torch.repeat_interleave(torch.arange(n_out, dtype=torch.int64), counts)
+    return rows * n_in + col.long()
+
+
+def random_positions(
+    shape: tuple[int, int], nnz: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``nnz`` distinct positions drawn uniformly, sorted, without allocating the dense weight."""
+    total = shape[0] * shape[1]
+    if nnz > total:
+        raise ValueError(f"cannot place {nnz} weights in a {shape[0]}x{shape[1]} layer")
+    if 4 * nnz >= total:  # dense enough that a permutation is cheap and exact
+        return torch.randperm(total, generator=generator)[:nnz].sort().values
+    chosen = torch.empty(0, dtype=torch.int64)
+    while chosen.numel() < nnz:
+        # draw a few extra to cover collisions; unique() sorts, so keep a random subset after
+        need = nnz - chosen.numel()
+        draw = torch.randint(0, total, (need + need // 8 + 16,), generator=generator)
+        chosen = torch.unique(torch.cat([chosen, draw]))
+    if chosen.numel() > nnz:
+        keep = torch.randperm(chosen.numel(), generator=generator)[:nnz]
+        chosen = chosen[keep].sort().values
+    return chosen
