@@ -1,0 +1,465 @@
+import io
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import dstlab
+from dstlab import DST
+from dstlab.errors import ConfigError
+from dstlab.topology.criteria import NonFiniteScoreError
+
+from .conftest import make_model, make_optimizer, train_steps
+
+PRUNERS = [
+    "random",
+    "magnitude",
+    "set",
+    "mest",
+    "snip",
+    "sensitivity",
+    "reciprocal_sensitivity",
+    "taylor_fo",
+]
+GROWERS = ["random", "gradient", "momentum"]
+
+
+def _inactive_is_zero(model, optimizer, dst):
+    params = dict(model.named_parameters())
+    for name, mask in dst.masks.items():
+        p = params[name]
+        assert torch.all(p.detach()[~mask] == 0), name
+        if p.grad is not None:
+            assert torch.all(p.grad[~mask] == 0), name
+        for value in optimizer.state[p].values():
+            if torch.is_tensor(value) and value.shape == p.shape:
+                assert torch.all(value[~mask] == 0), name
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    widths=st.lists(st.integers(2, 24), min_size=2, max_size=4),
+    density=st.floats(0.05, 1.0),
+    prune=st.sampled_from(PRUNERS),
+    grow=st.sampled_from(GROWERS),
+    optim=st.sampled_from(["sgd", "adam", "adamw"]),
+    distribution=st.sampled_from(["uniform", "er", "erk"]),
+    selection=st.sampled_from(["local", "global"]),
+    position=st.sampled_from(["before", "after"]),
+    seed=st.integers(0, 1000),
+)
+def test_invariants_hold_after_every_step(
+    widths, density, prune, grow, optim, distribution, selection, position, seed
+):
+    if selection == "global" and prune == "set":
+        selection = "local"
+    model = make_model((20, *widths, 5), seed=seed)
+    opt = make_optimizer(model, optim)
+    dst = DST(
+        model,
+        opt,
+        density=density,
+        prune=prune,
+        grow=grow,
+        distribution=distribution,
+        update_every=2,
+        total_steps=12,
+        seed=seed,
+        selection=selection,
+        update_position=position,
+    )
+    counts = {n: int(m.sum()) for n, m in dst.masks.items()}
+    for step in range(12):
+        before = {n: m.clone() for n, m in dst.masks.items()}
+        records = train_steps(model, opt, dst, 1, start=step)
+        _inactive_is_zero(model, opt, dst)
+        assert {n: int(m.sum()) for n, m in dst.masks.items()} == counts
+        if records:
+            for name, layer in records[0]["layers"].items():
+                assert layer["active"] == counts[name]
+                assert layer["removed"] == layer["grown"]
+                assert layer["removed"] <= counts[name]
+                # what changed is only what was removed or grown
+                assert int((before[name] ^ dst.masks[name]).sum()) <= 2 * layer["removed"]
+    assert len(dst.records) == 5
+
+
+def test_removed_are_active_and_grown_are_inactive_after_pruning():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    dst = DST(
+        model, opt, density=0.3, prune="magnitude", grow="gradient", update_every=3, total_steps=30
+    )
+    train_steps(model, opt, dst, 3)
+    before = {n: m.clone() for n, m in dst.masks.items()}
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    record = train_steps(model, opt, dst, 1, start=3)[0]
+    for name, mask in dst.masks.items():
+        removed = before[name] & ~mask
+        grown = mask & ~before[name]
+        n = record["layers"][name]["removed"]
+        assert int(removed.sum()) <= n
+        # what left the mask is among the n smallest active weights (the rest were regrown)
+        active = before[name].reshape(-1).nonzero().squeeze(1)
+        smallest = active[weights[name].reshape(-1)[active].abs().argsort()[:n]]
+        assert set(removed.reshape(-1).nonzero().squeeze(1).tolist()) <= set(smallest.tolist())
+        assert int(grown.sum()) == int(removed.sum())
+
+
+def test_new_weights_start_at_zero_and_optimizer_state_is_reset():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model, "adam")
+    dst = DST(
+        model,
+        opt,
+        density=0.3,
+        prune="magnitude",
+        grow="random",
+        update_every=4,
+        total_steps=40,
+        update_position="after",
+    )
+    train_steps(model, opt, dst, 4)
+    before = {n: m.clone() for n, m in dst.masks.items()}
+    train_steps(model, opt, dst, 1, start=4)  # update after the optimizer step
+    params = dict(model.named_parameters())
+    for name, mask in dst.masks.items():
+        grown = mask & ~before[name]
+        assert grown.any()
+        assert torch.all(params[name].detach()[grown] == 0)
+        assert torch.all(opt.state[params[name]]["exp_avg"][grown] == 0)
+        assert torch.all(opt.state[params[name]]["exp_avg_sq"][grown] == 0)
+
+
+def test_a_regrown_just_pruned_weight_restarts_from_zero():
+    # density 1.0: every pruned weight is the only place to regrow (the study's regulariser)
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    dst = DST(
+        model,
+        opt,
+        density=1.0,
+        prune="magnitude",
+        grow="random",
+        update_every=2,
+        total_steps=10,
+        update_position="after",
+        drop_fraction=0.5,
+        decay="constant",
+    )
+    train_steps(model, opt, dst, 2)
+    w_before = model[0].weight.detach().clone()
+    train_steps(model, opt, dst, 1, start=2)
+    assert all(bool(m.all()) for m in dst.masks.values())
+    zeros = model[0].weight.detach() == 0
+    assert int(zeros.sum()) == pytest.approx(0.5 * w_before.numel(), abs=1)
+
+
+def test_update_order_is_the_same_for_every_criterion():
+    # "before": scores use the state the current gradient belongs to; the optimizer step follows
+    for prune in ("magnitude", "snip"):
+        model = make_model((20, 30, 5))
+        opt = make_optimizer(model)
+        dst = DST(
+            model, opt, density=0.3, prune=prune, grow="gradient", update_every=2, total_steps=10
+        )
+        train_steps(model, opt, dst, 2)
+        seen = {}
+        original = dst._prune_sets
+
+        def spy(pruner, grads, counts, generator, smoothed, seen=seen, orig=original, model=model):
+            seen["w"] = model[0].weight.detach().clone()
+            return orig(pruner, grads, counts, generator, smoothed)
+
+        dst._prune_sets = spy
+        w_before_step = model[0].weight.detach().clone()
+        train_steps(model, opt, dst, 1, start=2)
+        assert torch.equal(seen["w"], w_before_step)
+
+
+def test_same_seed_gives_same_masks_and_other_seed_differs():
+    def run(seed):
+        model = make_model((20, 30, 5), seed=0)
+        opt = make_optimizer(model)
+        dst = DST(
+            model,
+            opt,
+            density=0.2,
+            prune="random",
+            grow="random",
+            update_every=2,
+            total_steps=10,
+            seed=seed,
+        )
+        train_steps(model, opt, dst, 10)
+        return dst.masks
+
+    a, b, c = run(1), run(1), run(2)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert any(not torch.equal(a[n], c[n]) for n in a)
+
+
+def test_initial_topology_has_exact_counts_and_zero_inactive_weights():
+    model = make_model((64, 128, 10))
+    opt = make_optimizer(model)
+    dst = DST(model, opt, density=0.1, distribution="erk", total_steps=100)
+    for name, mask in dst.masks.items():
+        numel = mask.numel()
+        assert int(mask.sum()) == round(dst.layer_density[name] * numel)
+    _inactive_is_zero(model, opt, dst)
+
+
+def test_exact_resume_through_a_file(tmp_path):
+    def fresh():
+        model = make_model((20, 30, 16, 5), seed=0)
+        opt = make_optimizer(model, "sgd")
+        dst = DST(
+            model,
+            opt,
+            density=0.2,
+            prune="set",
+            grow="gradient",
+            update_every=3,
+            total_steps=40,
+            seed=7,
+            shadow_criteria=["magnitude", "random"],
+        )
+        return model, opt, dst
+
+    model, opt, dst = fresh()
+    train_steps(model, opt, dst, 20)
+    straight = ({n: p.detach().clone() for n, p in model.named_parameters()}, dst.masks)
+
+    model, opt, dst = fresh()
+    train_steps(model, opt, dst, 10)
+    path = tmp_path / "ckpt.pt"
+    torch.save(
+        {"model": model.state_dict(), "opt": opt.state_dict(), "dst": dst.state_dict()}, path
+    )
+    model, opt, dst = fresh()
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    dst.load_state_dict(state["dst"])
+    train_steps(model, opt, dst, 10, start=10)
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), straight[0][name]), name
+    for name, m in dst.masks.items():
+        assert torch.equal(m, straight[1][name])
+
+
+def test_records_report_itop_churn_and_symmetric_similarity():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    dst = DST(
+        model,
+        opt,
+        density=0.3,
+        prune="magnitude",
+        grow="gradient",
+        update_every=2,
+        total_steps=20,
+        shadow_criteria=["magnitude", "snip", "set", "random"],
+    )
+    records = train_steps(model, opt, dst, 9)
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    itops = [r["itop"] for r in records]
+    assert itops == sorted(itops) and 0.3 <= itops[0] <= 1
+    assert all(0 <= r["churn"] <= 1 for r in records)
+    sim = records[-1]["similarity"]
+    assert sim["criteria"] == ["magnitude", "snip", "set", "random"]
+    m = torch.tensor(sim["pooled"])
+    assert torch.allclose(m, m.T) and torch.all(m.diagonal() == 1)
+    assert all(
+        torch.allclose(torch.tensor(v), torch.tensor(v).T) for v in sim["per_layer"].values()
+    )
+
+
+def test_shadow_criteria_do_not_change_training():
+    def run(shadows):
+        model = make_model((20, 30, 5))
+        opt = make_optimizer(model)
+        dst = DST(
+            model,
+            opt,
+            density=0.3,
+            prune="random",
+            grow="random",
+            update_every=2,
+            total_steps=20,
+            shadow_criteria=shadows,
+        )
+        train_steps(model, opt, dst, 9)
+        return dst.masks
+
+    a, b = run(()), run(("random", "snip"))
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_compare_criteria_at_the_start_matches_itself_on_the_diagonal():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    dst = DST(model, opt, density=0.2, total_steps=10)
+    x = torch.randn(8, 20)
+    nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
+    sim = dst.compare_criteria(["magnitude", "snip", "mest"], fraction=0.25)
+    assert sim["pooled"][0][0] == 1.0 and 0 < sim["pooled"][0][1] <= 1
+    assert dst.step_count == 0
+
+
+def test_global_selection_removes_an_exact_total_and_keeps_layer_densities():
+    for norm in (None, "layer_sum", "layer_max", "row_sum", "column_max"):
+        model = make_model((20, 40, 30, 5))
+        opt = make_optimizer(model)
+        dst = DST(
+            model,
+            opt,
+            density=0.2,
+            distribution="uniform",
+            prune="magnitude",
+            grow="gradient",
+            update_every=2,
+            total_steps=10,
+            selection="global",
+            global_normalize=norm,
+            drop_fraction=0.3,
+            decay="constant",
+        )
+        counts = {n: int(m.sum()) for n, m in dst.masks.items()}
+        record = train_steps(model, opt, dst, 3)[0]
+        removed = sum(layer["removed"] for layer in record["layers"].values())
+        assert removed == sum(-(-3 * c // 10) for c in counts.values())
+        assert {n: int(m.sum()) for n, m in dst.masks.items()} == counts
+
+
+def test_score_smoothing_runs_and_keeps_counts():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    dst = DST(
+        model,
+        opt,
+        density=0.3,
+        prune="snip",
+        grow="random",
+        update_every=3,
+        total_steps=12,
+        score_smoothing=0.9,
+    )
+    counts = {n: int(m.sum()) for n, m in dst.masks.items()}
+    train_steps(model, opt, dst, 10)
+    assert len(dst.records) == 3
+    assert {n: int(m.sum()) for n, m in dst.masks.items()} == counts
+
+
+def test_static_mode_never_changes_the_topology():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    dst = DST(model, opt, density=0.3, update_every=1, total_steps=10, static=True)
+    before = {n: m.clone() for n, m in dst.masks.items()}
+    assert train_steps(model, opt, dst, 5) == []
+    assert all(torch.equal(before[n], m) for n, m in dst.masks.items())
+    _inactive_is_zero(model, opt, dst)
+
+
+def test_dense_layers_by_pattern_stay_dense_and_unmasked():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    dst = DST(model, opt, density=0.3, total_steps=10, dense_layers=["2.*"])
+    assert list(dst.masks) == ["0.weight"]
+    assert dst.current_density() == pytest.approx(0.3, abs=1e-2)
+
+
+def test_conv_layers_are_sparse_too():
+    model = make_model((20, 30, 5), conv=True)
+    opt = make_optimizer(model)
+    dst = DST(
+        model, opt, density=0.3, prune="snip", grow="gradient", update_every=2, total_steps=10
+    )
+    assert "0.weight" in dst.masks and dst.masks["0.weight"].dim() == 4
+    train_steps(model, opt, dst, 5, conv=True)
+    _inactive_is_zero(model, opt, dst)
+
+
+def test_non_finite_scores_name_the_layer_and_leave_masks_untouched():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    dst = DST(
+        model, opt, density=0.3, prune="snip", grow="gradient", update_every=1, total_steps=10
+    )
+    before = {n: m.clone() for n, m in dst.masks.items()}
+    x = torch.randn(4, 20)
+    nn.functional.cross_entropy(model(x), torch.zeros(4, dtype=torch.long)).backward()
+    dst.step_count = 1
+    model[2].weight.grad[0, 0] = float("nan")
+    with pytest.raises(NonFiniteScoreError, match="layer '2.weight' at step 1"):
+        dst.step()
+    assert all(torch.equal(before[n], m) for n, m in dst.masks.items())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"density": 0.0}, "density must be in"),
+        ({"density": 1.01}, "density must be in"),
+        ({"prune": "magnitud"}, "unknown pruning criterion 'magnitud'; known:"),
+        ({"grow": "gradients"}, "unknown growth criterion 'gradients'; known:"),
+        ({"distribution": "erdos"}, "unknown distribution 'erdos'; known:"),
+        ({"update_every": 0}, "update_every must be a positive"),
+        ({"drop_fraction": 1.0}, r"drop_fraction must be in \(0, 1\)"),
+        ({"drop_fraction": 0.0}, r"drop_fraction must be in \(0, 1\)"),
+        ({"decay": "cosine", "total_steps": None}, "needs total_steps"),
+        ({"selection": "global", "prune": "set"}, "cannot select globally"),
+        ({"selection": "both"}, "selection must be one of"),
+        ({"dense_layers": ["nope.*"]}, "match no sparsifiable parameter"),
+    ],
+)
+def test_bad_input_is_one_clear_sentence(kwargs, message):
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    args = {"total_steps": 100, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        DST(model, opt, **args)
+
+
+def test_a_model_with_nothing_to_sparsify():
+    model = nn.Sequential(nn.BatchNorm1d(4))
+    with pytest.raises(ConfigError, match="no parameter with 2 or more dimensions"):
+        DST(model, torch.optim.SGD(model.parameters(), lr=0.1), total_steps=10)
+
+
+def test_an_optimizer_that_does_not_hold_the_models_parameters():
+    model = make_model((20, 30, 5))
+    other = make_model((20, 30, 5))
+    with pytest.raises(ConfigError, match="optimizer does not hold"):
+        DST(model, torch.optim.SGD(other.parameters(), lr=0.1), total_steps=10)
+
+
+def test_public_names_of_the_spec():
+    p = dstlab.get_pruner("mest", gamma=1.0)
+    w, g = torch.randn(6, 5), torch.randn(6, 5)
+    mask = torch.rand(6, 5) < 0.5
+    gen = torch.Generator().manual_seed(0)
+    removed = p.select(w, g, mask, 3, generator=gen)
+    assert int(removed.sum()) == 3 and not (removed & ~mask).any()
+    after = mask & ~removed
+    added = dstlab.get_grower("gradient").select(w, g, after, 3, generator=gen, momentum=None)
+    assert int(added.sum()) == 3 and not (added & after).any()
+    buf = io.BytesIO()
+    model = make_model((20, 30, 5))
+    dst = DST(
+        model,
+        make_optimizer(model),
+        density=0.1,
+        prune="magnitude",
+        grow="random",
+        distribution="erk",
+        update_every=800,
+        drop_fraction=0.5,
+        decay="cosine",
+        total_steps=1000,
+        seed=0,
+    )
+    torch.save(dst.state_dict(), buf)
+    assert set(dst.masks) == {"0.weight", "2.weight"}

@@ -1,0 +1,50 @@
+import math
+
+import pytest
+
+from dstlab.errors import ConfigError
+from dstlab.topology.schedules import DropFraction, UpdateSchedule, count_to_replace
+
+
+def test_updates_happen_every_period_but_never_at_step_zero():
+    s = UpdateSchedule.create(100)
+    assert [t for t in range(0, 401) if s.is_update_step(t)] == [100, 200, 300, 400]
+
+
+def test_start_and_end_as_fractions_or_steps():
+    s = UpdateSchedule.create(10, start=0.25, end=0.75, total_steps=100)
+    assert [t for t in range(101) if s.is_update_step(t)] == [30, 40, 50, 60, 70]
+    s = UpdateSchedule.create(10, start=20, end=40, total_steps=100)
+    assert [t for t in range(101) if s.is_update_step(t)] == [20, 30, 40]
+
+
+@pytest.mark.parametrize("every", [0, -5, 2.5])
+def test_update_every_must_be_positive_whole_number(every):
+    with pytest.raises(ConfigError, match="update_every"):
+        UpdateSchedule(every)
+
+
+def test_cosine_decay_follows_the_formula():
+    f = DropFraction(0.5, "cosine", 0.005, total_steps=1000)
+    for t in (0, 250, 500, 1000):
+        expected = 0.005 + (0.5 - 0.005) * (1 + math.cos(math.pi * t / 1000)) / 2
+        assert f.at(t) == pytest.approx(expected)
+    assert f.at(0) == pytest.approx(0.5) and f.at(1000) == pytest.approx(0.005)
+
+
+def test_linear_and_constant_decay():
+    assert DropFraction(0.4, "linear", 0.0, 100).at(50) == pytest.approx(0.2)
+    assert DropFraction(0.3, "constant").at(12345) == 0.3
+
+
+@pytest.mark.parametrize("f0", [0.0, 1.0, -0.2, 1.2])
+def test_drop_fraction_outside_open_unit_interval(f0):
+    with pytest.raises(ConfigError, match=r"drop_fraction must be in \(0, 1\)"):
+        DropFraction(f0, "constant")
+
+
+def test_count_is_ceil_of_fraction_times_active_and_capped():
+    assert count_to_replace(0.5, 7) == 4
+    assert count_to_replace(0.3, 10) == 3
+    assert count_to_replace(1.0, 5) == 5
+    assert count_to_replace(0.001, 0) == 0
