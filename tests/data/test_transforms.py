@@ -99,3 +99,12 @@ def test_resized_crop_of_the_whole_image_is_a_resize_or_its_mirror():
         assert torch.allclose(out[i], same, atol=1e-3) or torch.allclose(
             out[i], mirrored, atol=1e-3
         )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_augmentation_on_cuda_matches_cpu_for_the_same_cpu_generator():
+    pre = ImageInput(mean=(0.5,) * 3, std=(0.25,) * 3, pad=4, pad_mode="reflect", flip=True)
+    x = images(32)
+    cpu = pre(x, train=True, generator=torch.Generator().manual_seed(0))
+    gpu = pre(x.cuda(), train=True, generator=torch.Generator().manual_seed(0))
+    assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-5)
