@@ -67,7 +67,7 @@ def load_tiny_imagenet(
     decode = functools.partial(decode_fixed, size=64)
 
     def split(files: list[Path], labels: list[int]) -> TensorSplit:
-        x = torch.from_numpy(decode_all(files, decode))
+        x = torch.from_numpy(decode_all(files, decode, (3, 64, 64)))
         return TensorSplit(x, torch.tensor(labels, dtype=torch.int64))
 
     return Dataset(

@@ -101,8 +101,8 @@ def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ResizedCropInput:
-    """ImageNet-style: uint8 images stored at ``load`` x ``load`` pixels -> float ``size`` x
-    ``size``. Training: a random-resized crop (area ``scale``, aspect ``ratio``) and a random
+    """ImageNet-style: uint8 images (256x256 as the ImageNet split decodes them) -> float
+    ``size`` x ``size``. Training: a random-resized crop (area ``scale``, aspect ``ratio``) and a random
     horizontal flip, all done by one batched ``grid_sample``; evaluation: the centre crop."""
 
     mean: tuple[float, ...]
@@ -130,7 +130,8 @@ class ResizedCropInput:
 
         def uniform(lo: float, hi: float) -> torch.Tensor:
             u = torch.rand(b, generator=generator, device=dev, dtype=torch.float64)
-            return (lo + (hi - lo) * u).to(x.device)
+            # float32 on the data's device: MPS has no float64
+            return (lo + (hi - lo) * u).to(x.device, torch.float32)
 
         area = uniform(*self.scale)
         aspect = torch.exp(uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
@@ -140,7 +141,7 @@ class ResizedCropInput:
         cx = (uniform(0.0, 1.0) * (1 - cw) + cw / 2) * 2 - 1  # centre in [-1, 1] coordinates
         cy = (uniform(0.0, 1.0) * (1 - ch) + ch / 2) * 2 - 1
         flip = torch.randint(0, 2, (b,), generator=generator, device=dev).to(x.device) * 2 - 1
-        theta = torch.zeros(b, 2, 3, dtype=torch.float64, device=x.device)
+        theta = torch.zeros(b, 2, 3, dtype=torch.float32, device=x.device)
         theta[:, 0, 0] = cw * -flip  # a negative x scale mirrors the crop
         theta[:, 0, 2] = cx
         theta[:, 1, 1] = ch
