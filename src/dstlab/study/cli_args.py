@@ -1,0 +1,92 @@
+"""``dstlab study run|status|export``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    study = subparsers.add_parser("study", help="run a grid of training runs and read its results")
+    sub = study.add_subparsers(dest="study_command", metavar="STUDY_COMMAND")
+    study.set_defaults(func=lambda args: study.print_help() or 2)
+
+    run = sub.add_parser("run", help="run (or resume) every run of a study spec")
+    run.add_argument("spec", help="study spec YAML (see studies/)")
+    run.add_argument("--out", required=True, help="study directory (created; reused to resume)")
+    run.add_argument("--workers", type=int, help="parallel runs (default: cores / threads)")
+    run.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local")
+    run.add_argument("--address", help="Ray cluster: auto or ray://host:port (default: local Ray)")
+    run.add_argument("--gpus", type=float, default=0.0, help="GPUs per run (Ray executor)")
+    run.add_argument("--dry-run", action="store_true", help="validate and list runs, run nothing")
+    run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
+
+    status = sub.add_parser("status", help="counts by status, failures and an ETA")
+    status.add_argument("dir", help="study directory")
+    status.set_defaults(func=_status)
+
+    export = sub.add_parser("export", help="write DIR/results.csv (and results.parquet)")
+    export.add_argument("dir", help="study directory")
+    export.set_defaults(func=_export)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dstlab.study.runner import plan_workers, run_study
+    from dstlab.study.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.dry_run:
+        print(_plan(spec, args.out, *plan_workers(args.workers, args.threads)))
+        return 0
+    report = run_study(
+        spec,
+        args.out,
+        workers=args.workers,
+        threads=args.threads,
+        executor=args.executor,
+        address=args.address,
+        gpus=args.gpus,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+    )
+    counts = ", ".join(f"{v} {k}" for k, v in report.counts.items() if v)
+    print(
+        f"{spec.name}: {report.total} runs ({counts}); ran {report.ran} now; results in {args.out}"
+    )
+    return 1 if report.counts.get("failed") else 0
+
+
+def _plan(spec, out: str, workers: int, threads: int) -> str:
+    from pathlib import Path
+
+    from dstlab.study.store import STORE_FILE, Store
+
+    lines = [f"{spec.name}: {len(spec.runs)} runs; grid keys: {', '.join(spec.grid_keys) or '-'}"]
+    if (Path(out) / STORE_FILE).is_file():
+        with Store(out) as store:
+            counts = store.counts(spec.run_ids())
+        lines.append("in " + out + ": " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    lines.append(f"would use {workers} worker(s) x {threads} thread(s)")
+    for rid, config in list(zip(spec.run_ids(), spec.runs, strict=True))[:20]:
+        values = " ".join(f"{k}={getattr(config, k)}" for k in spec.grid_keys)
+        lines.append(f"  {rid}  {values}")
+    if len(spec.runs) > 20:
+        lines.append(f"  ... and {len(spec.runs) - 20} more")
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from dstlab.study.status import study_status
+
+    print(study_status(args.dir))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dstlab.study.results import export_results
+
+    for path in export_results(args.dir):
+        print(path)
+    return 0

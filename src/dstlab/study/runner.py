@@ -1,0 +1,210 @@
+"""The study driver: fills the store from a spec, claims runs, hands them to an executor and
+records every outcome. Stopping it at any moment loses no finished result (see store.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from dstlab.errors import ConfigError
+from dstlab.study.results import RUNS_DIR
+from dstlab.study.spec import StudySpec, load_spec
+from dstlab.study.store import FINAL, Claim, Store
+from dstlab.study.task import Outcome, RunFn, Task
+
+EXECUTORS = ("local", "ray")
+
+
+class Executor(Protocol):
+    capacity: int
+
+    def submit(self, task: Task) -> None: ...
+    def busy(self) -> int: ...
+    def wait(self, timeout: float) -> list[Outcome]: ...
+    def close(self, kill: bool = False) -> None: ...
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def plan_workers(workers: int | None, threads: int | None) -> tuple[int, int]:
+    """Fill the cores by default: workers x threads = cores."""
+    cores = available_cores()
+    for name, value in (("workers", workers), ("threads", threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be a positive whole number, got {value}.")
+    if workers is None and threads is None:
+        return cores, 1
+    if workers is None:
+        return max(1, cores // threads), threads
+    if threads is None:
+        return workers, max(1, cores // workers)
+    return workers, threads
+
+
+@dataclass
+class StudyReport:
+    """What a driver did, and the store's counts for the spec's runs afterwards."""
+
+    counts: dict[str, int]
+    ran: int
+    total: int
+
+
+def run_study(
+    spec: str | Path | StudySpec,
+    out: str | Path,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    gpus: float = 0.0,
+    retry_failed: bool = False,
+    progress: bool = True,
+    run_fn: RunFn | None = None,
+    stale_after: float = 120.0,
+    heartbeat_every: float = 5.0,
+) -> StudyReport:
+    """Run every run of ``spec`` not yet done into study directory ``out``.
+
+    Done and diverged runs are skipped, interrupted ones resumed from their checkpoints, failed
+    ones retried only with ``retry_failed``. ``run_fn`` (default ``dstlab.run.train``) is called
+    as ``run_fn(config, run_dir, resume=..., progress=False)`` in the executor's workers."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}.")
+    if not isinstance(spec, StudySpec):
+        spec = load_spec(spec)
+    n_workers, n_threads = plan_workers(workers, threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUNS_DIR).mkdir(exist_ok=True)
+    if spec.text:
+        (out / "study.yaml").write_text(spec.text)
+    ids = spec.run_ids()
+    allowed = set(ids)
+    with Store(out, stale_after=stale_after) as store:
+        store.add_runs(zip(ids, spec.runs, strict=True))
+        if retry_failed:
+            store.reset_failed(ids)
+        counts = store.counts(ids)
+        todo = counts["pending"] + counts["running"]
+        if todo == 0:
+            return StudyReport(counts, 0, len(ids))
+        if executor == "ray":
+            from dstlab.study.ray_executor import RayExecutor
+
+            pool: Executor = RayExecutor(
+                n_threads, run_fn, address=address, workers=workers, gpus=gpus
+            )
+        else:
+            pool = _local(min(n_workers, todo), n_threads, run_fn)
+        ran = _drive(store, pool, out, allowed, len(ids), counts, progress, heartbeat_every)
+        return StudyReport(store.counts(ids), ran, len(ids))
+
+
+def _local(workers: int, threads: int, run_fn: RunFn | None) -> Executor:
+    from dstlab.study.local import LocalExecutor
+
+    return LocalExecutor(workers, threads, run_fn)
+
+
+def _drive(
+    store: Store,
+    pool: Executor,
+    out: Path,
+    allowed: set[str],
+    total: int,
+    counts: dict[str, int],
+    progress: bool,
+    heartbeat_every: float,
+) -> int:
+    from tqdm import tqdm
+
+    finished = counts["done"] + counts["diverged"] + counts["failed"]
+    bar = tqdm(total=total, initial=finished, unit="run", disable=not progress, file=sys.stderr)
+    inflight: dict[str, Claim] = {}
+    ran = 0
+    failed = counts["failed"]
+    last_beat = time.monotonic()
+    previous = _interrupt_on_sigterm()
+    try:
+        while True:
+            while len(inflight) < pool.capacity:
+                claim = store.claim(allowed)
+                if claim is None:
+                    break
+                task = _prepare(claim, out)
+                if isinstance(task, dict):  # finished before a driver could record it
+                    store.finish(claim, task)
+                    bar.update(1)
+                    continue
+                inflight[claim.run_id] = claim
+                pool.submit(task)
+            if not inflight:
+                break
+            for outcome in pool.wait(timeout=heartbeat_every):
+                claim = inflight.pop(outcome.run_id)
+                status = store.finish(claim, outcome.result, outcome.error)
+                ran += 1
+                failed += status == "failed"
+                bar.set_postfix(failed=failed, refresh=False)
+                bar.update(1)
+            if time.monotonic() - last_beat >= heartbeat_every:
+                store.heartbeat(c.token for c in inflight.values())
+                last_beat = time.monotonic()
+    except BaseException:
+        pool.close(kill=True)
+        store.release(inflight.values())  # resumable from their checkpoints by the next driver
+        raise
+    finally:
+        bar.close()
+        _restore_sigterm(previous)
+    pool.close()
+    return ran
+
+
+def _prepare(claim: Claim, out: Path) -> Task | dict[str, Any]:
+    """The task for a claim, or the run's final result when its result.json already says so."""
+    run_dir = out / RUNS_DIR / claim.run_id
+    result_file = run_dir / "result.json"
+    if result_file.is_file():
+        try:
+            result = json.loads(result_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            result = {}
+        if result.get("status") in FINAL:
+            return result
+    resume = (run_dir / "checkpoint.pt").is_file()
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh start must not mix with a dead attempt's files
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return Task(claim.run_id, claim.config.to_dict(), str(run_dir), resume)
+
+
+def _interrupt_on_sigterm() -> Any:
+    """SIGTERM (a scheduler's stop) stops the driver like Ctrl-C: claims are handed back."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,43 @@
+"""``dstlab study status``: counts by status, failures with their first error line, an ETA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dstlab.study.results import open_store
+from dstlab.study.store import STATUSES
+
+
+def study_status(study_dir: str | Path) -> str:
+    """A short plain-text summary of a study directory."""
+    with open_store(study_dir) as store:
+        rows = store.rows()
+    counts = dict.fromkeys(STATUSES, 0)
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    lines = [f"{study_dir}: {len(rows)} runs"]
+    lines += [f"  {status:<9}{counts[status]:>6}" for status in STATUSES]
+    seconds = [r["seconds"] for r in rows if r["status"] == "done" and r["seconds"]]
+    left = counts["pending"] + counts["running"]
+    if seconds and left:
+        mean = sum(seconds) / len(seconds)
+        parallel = max(1, counts["running"])
+        lines.append(
+            f"  mean run {mean:.1f} s; ETA {_duration(mean * left / parallel)} "
+            f"at {parallel} run(s) at a time"
+        )
+    failures = [r for r in rows if r["status"] == "failed"]
+    if failures:
+        lines.append("failures (rerun with --retry-failed):")
+        for row in failures[:20]:
+            first = (row["error"] or "no error text").strip().splitlines()[0]
+            lines.append(f"  {row['run_id']}  {first[:160]}")
+        if len(failures) > 20:
+            lines.append(f"  ... and {len(failures) - 20} more")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

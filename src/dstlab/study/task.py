@@ -1,0 +1,63 @@
+"""One unit of work for an executor, and the code that runs it wherever it lands."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RunFn = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A claimed run: its config as plain values (picklable anywhere) and where it writes."""
+
+    run_id: str
+    config: dict[str, Any]
+    run_dir: str
+    resume: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came back: the result dict, or the error text when the run raised."""
+
+    run_id: str
+    result: dict[str, Any] | None
+    error: str | None
+
+
+def default_run_fn() -> RunFn:
+    from dstlab.run import train
+
+    return train
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def execute(task: Task, run_fn: RunFn | None) -> Outcome:
+    """Run one task in this process; an exception becomes the outcome's error text."""
+    from dstlab.run.config import RunConfig
+
+    try:
+        fn = run_fn or default_run_fn()
+        config = RunConfig.from_dict(task.config)
+        result = fn(config, Path(task.run_dir), resume=task.resume, progress=False)
+        return Outcome(task.run_id, dict(result), None)
+    except Exception as error:  # a failing run is recorded; it must not stop the study
+        return Outcome(task.run_id, None, error_text(error))
+
+
+def error_text(error: BaseException) -> str:
+    """``Type: message`` first (the line `study status` shows), then the traceback."""
+    head = f"{type(error).__name__}: {error}".strip()
+    tail = "".join(traceback.format_exception(error)).rstrip()
+    return f"{head}\n{tail}"

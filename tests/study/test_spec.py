@@ -1,0 +1,145 @@
+"""Study specs: expansion, normalisation, stable ids, and one-sentence errors before any run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dstlab.errors import ConfigError
+from dstlab.run.config import RunConfig
+from dstlab.study.spec import load_spec, normalise, parse_spec, run_id
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+
+
+def test_grid_is_a_cartesian_product_combined_with_base():
+    spec = parse_spec(
+        {
+            "name": "g",
+            "base": {"data": "digits", "model": "mlp", "epochs": 2},
+            "grid": {"prune": ["magnitude", "snip"], "density": [0.1, 0.2, 0.3], "seed": [0, 1]},
+        }
+    )
+    assert len(spec.runs) == 12
+    assert spec.grid_keys == ("prune", "density", "seed")
+    assert {(c.prune, c.density, c.seed) for c in spec.runs} == {
+        (p, d, s) for p in ("magnitude", "snip") for d in (0.1, 0.2, 0.3) for s in (0, 1)
+    }
+    assert all(c.epochs == 2 and c.data == "digits" for c in spec.runs)
+
+
+def test_grids_are_a_union_and_duplicates_collapse():
+    spec = parse_spec(
+        {
+            "base": {"epochs": 1},
+            "grids": [
+                {"density": [0.1, 0.2]},
+                {"density": [0.2, 0.3]},  # 0.2 again: same run
+                {"mode": ["dense"], "prune": ["magnitude", "snip", "set"]},  # one dense run
+            ],
+        }
+    )
+    assert [c.density for c in spec.runs] == [0.1, 0.2, 0.3, 1.0]
+    assert len(set(spec.run_ids())) == len(spec.runs) == 4
+
+
+def test_dense_and_static_runs_are_normalised_so_criteria_grids_do_not_duplicate_them():
+    spec = parse_spec(
+        {
+            "grid": {
+                "mode": ["dense", "static", "dst"],
+                "prune": ["magnitude", "snip"],
+                "grow": ["random", "gradient"],
+                "density": [0.1],
+            }
+        }
+    )
+    modes = [c.mode for c in spec.runs]
+    assert modes.count("dense") == 1 and modes.count("static") == 1 and modes.count("dst") == 4
+    dense = next(c for c in spec.runs if c.mode == "dense")
+    assert dense.density == 1.0 and dense.prune == RunConfig().prune
+    static = next(c for c in spec.runs if c.mode == "static")
+    assert static.density == 0.1  # density still matters for a static sparse network
+
+
+def test_gamma_only_distinguishes_runs_that_use_mest():
+    a = normalise(RunConfig(prune="magnitude", gamma=10.0))
+    b = normalise(RunConfig(prune="magnitude", gamma=0.1))
+    assert run_id(a) == run_id(b)
+    c = normalise(RunConfig(prune="mest", gamma=10.0))
+    d = normalise(RunConfig(prune="mest", gamma=0.1))
+    assert run_id(c) != run_id(d)
+
+
+def test_run_id_is_a_stable_hash_of_the_identity():
+    config = RunConfig(data="digits", model="mlp", density=0.2, seed=3, threads=4)
+    canonical = json.dumps(config.identity(), sort_keys=True, separators=(",", ":"))
+    assert run_id(config) == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    # environment fields (threads, device, data_dir) are not part of a run's identity
+    assert run_id(config) == run_id(config.replace(threads=1, device="cpu", data_dir="/x"))
+    assert run_id(config) != run_id(config.replace(seed=4))
+
+
+def test_a_spec_file_round_trips_and_keeps_its_text(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nbase: {epochs: 1}\ngrid:\n  seed: [0, 1]\n")
+    spec = load_spec(path)
+    assert spec.name == "s" and len(spec.runs) == 2 and "seed: [0, 1]" in spec.text
+    assert load_spec(path).run_ids() == spec.run_ids()
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"grid": {"densty": [0.1]}}, "'densty' (did you mean 'density'?)"),
+        ({"base": {"epoch": 3}}, "'epoch' (did you mean 'epochs'?)"),
+        ({"gird": {"density": [0.1]}}, "'gird' (did you mean 'grid'?)"),
+        ({"grid": {"density": [0.1, 1.5]}}, "density must be in (0, 1]"),
+        ({"grid": {"epochs": ["many"]}}, "'epochs' must be a number"),
+        ({"grid": {}}, "grid is empty"),
+        ({"grid": {"seed": []}}, "'seed' has an empty list"),
+        ({"grid": {"seed": 3}}, "'seed' must be a list"),
+        ({"grids": []}, "'grids' must be a non-empty list"),
+        ({"grid": {"seed": [0]}, "grids": [{"seed": [1]}]}, "either 'grid' or 'grids'"),
+        ({"grid": {"prune": ["magnitud"]}}, "prune 'magnitud' is not known"),
+        ({"grid": {"grow": ["gradients"]}}, "grow 'gradients' is not known"),
+        ({"grid": {"model": ["resnet57"]}}, "model 'resnet57' is not known"),
+        ({"grid": {"shadow_criteria": [["snip", "nope"]]}}, "shadow_criteria 'nope'"),
+        ({"grid": {"decay": ["cosin"]}}, "decay 'cosin' is not known"),
+        ({"base": {"mode": "sparse"}}, "mode must be one of"),
+        ([1, 2], "must be a mapping"),
+    ],
+)
+def test_broken_specs_are_rejected_with_one_sentence_naming_the_key(raw, needle):
+    with pytest.raises(ConfigError) as caught:
+        parse_spec(raw, source="x.yaml")
+    message = str(caught.value)
+    assert needle in message and message.startswith("x.yaml")
+    assert "\n" not in message
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ngrid:\n  seed: [0, 1\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_spec(path)
+
+
+SHIPPED = sorted(STUDIES.glob("*.yaml"))
+
+
+def test_the_shipped_study_specs_exist():
+    names = {p.stem for p in SHIPPED}
+    assert "demo" in names and len(names) >= 10
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_spec_expands_without_error(path):
+    spec = load_spec(path)
+    assert spec.runs and spec.description
+    raw = yaml.safe_load(path.read_text())
+    assert raw.get("name") == path.stem
