@@ -1,1 +1,19 @@
-"""run"""
+"""run: one training run end to end (config, loop, checkpoints, metrics files).
+
+`train` is imported on first use so that reading a RunConfig does not import torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dstlab.run.config import RunConfig
+
+__all__ = ["RunConfig", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train":
+        from dstlab.run.loop import train
+
+        return train
+    raise AttributeError(f"module 'dstlab.run' has no attribute {name!r}")

@@ -52,7 +52,7 @@ class RunConfig:
     epochs: int = 30
     batch_size: int = 64
     optimizer: str = "sgd"
-    lr: float = 0.01
+    lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4

@@ -1,0 +1,471 @@
+"""One training run end to end: data → model → optimizer (wrapped by the DST engine unless dense)
+→ per-epoch metrics, checkpoints that resume bit-exactly, and a result.json.
+
+All randomness comes from generators seeded by `config.seed`: model init (the global generator,
+seeded right before the model is built; dropout continues from it), the data order (one
+generator per epoch, seeded from (seed, epoch)), augmentation, and the engine's own generator.
+Their states travel in the checkpoint, so a resumed run replays exactly what an uninterrupted one
+would have done."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from dstlab.errors import ConfigError, DataError, DstlabError
+from dstlab.run import files
+from dstlab.run.config import RunConfig
+from dstlab.run.optim import lr_at, make_optimizer
+from dstlab.topology.criteria import NonFiniteScoreError
+
+# RunConfig fields handed to dstlab.DST under the same keyword
+DST_KEYS = (
+    "density", "prune", "grow", "distribution", "erk_power", "dense_layers", "update_every",
+    "update_start", "update_end", "drop_fraction", "drop_fraction_min", "decay", "selection",
+    "global_normalize", "gamma", "score_smoothing", "update_position", "shadow_criteria", "backend",
+)  # fmt: skip
+
+EVAL_BATCH = 1024
+_AUG_SEED_OFFSET = 0x5EED  # the augmentation stream differs from the model-init stream
+_FINAL = ("done", "diverged")
+
+
+def train(
+    config: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train one run into `out_dir` and return its result (also written to result.json).
+
+    With `resume`, continue from the directory's checkpoint (starting fresh when there is none);
+    a run that already finished returns its stored result. A non-finite loss ends the run as
+    `diverged`; any other exception writes a `failed` result.json and is re-raised."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = files.read_json(out / files.RESULT)
+    has_checkpoint = (out / files.CHECKPOINT).exists()
+    if not resume and (has_checkpoint or (previous or {}).get("status") in _FINAL):
+        raise ConfigError(
+            f"{out} already holds a run; continue it with --resume {out} or choose another --out."
+        )
+    if resume:
+        _check_same_run(out, config)
+        if previous is not None and previous.get("status") in _FINAL:
+            return previous
+    files.write_yaml(out / files.CONFIG, config.to_dict())
+    started = time.monotonic()
+    run: _Run | None = None
+    try:
+        run = _Run(config, out, resume=resume and has_checkpoint, progress=progress)
+        return run.execute()
+    except Exception as error:
+        text = str(error) if isinstance(error, DstlabError) else f"{type(error).__name__}: {error}"
+        result = _result(
+            "failed",
+            error=text,
+            steps=run.step if run else 0,
+            epochs=run.epoch if run else 0,
+            seconds=run.seconds() if run else time.monotonic() - started,
+        )
+        files.write_json(out / files.RESULT, result)
+        raise
+    finally:
+        if run is not None:
+            run.close()
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` takes cuda, then mps, then cpu; an explicit device must exist."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    if (name == "cuda" and not torch.cuda.is_available()) or (name == "mps" and not has_mps):
+        raise ConfigError(f"device '{name}' is not available here; use --device auto or cpu.")
+    return torch.device(name)
+
+
+def _check_same_run(out: Path, config: RunConfig) -> None:
+    """A resume must use the configuration the directory was started with."""
+    stored = out / files.CONFIG
+    if not stored.exists():
+        return
+    from dstlab.run.config_file import read_config_file
+
+    before = RunConfig.from_dict(read_config_file(stored)).identity()
+    now = config.identity()
+    changed = [k for k in now if now[k] != before.get(k)]
+    if changed:
+        key = changed[0]
+        raise ConfigError(
+            f"cannot resume {out} with {key}={now[key]!r}: it was started with "
+            f"{key}={before.get(key)!r} (see {stored})."
+        )
+
+
+def _result(status: str, **values: Any) -> dict[str, Any]:
+    result = {
+        "status": status,
+        "test_acc": None,
+        "best_val_acc": None,
+        "test_acc_best_val": None,
+        "best_val_epoch": None,
+        "final_density": None,
+        "epochs": 0,
+        "steps": 0,
+        "seconds": 0.0,
+        "final_train_loss": None,
+        "diverged_step": None,
+        "error": None,
+    }
+    result.update(values)
+    return result
+
+
+def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _get_rng(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def _set_rng(device: torch.device, state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    elif device.type == "mps" and "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
+
+class _Run:
+    """The state of one run between steps: everything a checkpoint must hold."""
+
+    def __init__(self, config: RunConfig, out: Path, *, resume: bool, progress: bool) -> None:
+        from dstlab.data import load_dataset
+        from dstlab.models import create_model
+
+        c = self.config = config
+        self.out = out
+        self.progress = progress and sys.stderr.isatty()
+        self.session_start = time.monotonic()
+        self.seconds_before = 0.0
+        self.step = self.epoch = self.batch = 0
+        self.metrics: files.MetricsLog | None = None
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        self.device = pick_device(c.device)
+
+        self.ds = load_dataset(
+            c.data, data_dir=c.data_dir, val_fraction=c.val_fraction, seed=c.seed, augment=c.augment
+        )
+        n = len(self.ds.train)
+        if n == 0:
+            raise DataError(f"dataset '{c.data}' has no training samples.")
+        # a final batch of one sample would break batch norm; it is skipped instead
+        self.batches = (
+            n // c.batch_size if n % c.batch_size == 1 and n > 1 else -(-n // c.batch_size)
+        )
+        self.total_steps = c.epochs * self.batches
+        self.binary = self.ds.num_classes == 1
+
+        torch.manual_seed(c.seed)
+        self.model = create_model(
+            c.model,
+            input_shape=self.ds.input_shape,
+            num_classes=self.ds.num_classes,
+            dropout=c.dropout,
+        ).to(self.device)
+        self.optimizer = make_optimizer(self.model, c)
+        self.dst = self._make_dst()
+        # augmentation draws on the batch's device, so batches travel there as compact uint8
+        self.aug_gen = torch.Generator(device=self.device).manual_seed(c.seed + _AUG_SEED_OFFSET)
+
+        self.sums = [0.0, 0, 0]  # this epoch so far: loss × samples, correct, samples
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"val_acc": None, "epoch": None, "state": None}
+        metrics_bytes = 0
+        if resume:
+            metrics_bytes = self._restore(files.load_checkpoint(out / files.CHECKPOINT))
+        self.metrics = files.MetricsLog(out / files.METRICS, keep_bytes=metrics_bytes)
+        self.last_save = time.monotonic()
+        if not resume and c.start_similarity:
+            self._start_similarity()
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _make_dst(self) -> Any:
+        c = self.config
+        if c.mode == "dense":
+            return None
+        from dstlab import DST
+
+        options = {k: getattr(c, k) for k in DST_KEYS}
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+        return DST(
+            self.model,
+            self.optimizer,
+            **options,
+            total_steps=self.total_steps,
+            seed=c.seed,
+            static=c.mode == "static",
+        )
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.ds.train), generator=gen)
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.monotonic() - self.session_start
+
+    # ---- one step, one epoch -------------------------------------------------------------
+    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean loss, number of correct predictions) of one batch."""
+        smoothing = self.config.label_smoothing
+        if self.binary:
+            target = y.to(out.dtype).view_as(out)
+            if smoothing:
+                target = target * (1.0 - smoothing) + 0.5 * smoothing
+            loss = F.binary_cross_entropy_with_logits(out, target)
+            correct = ((out.view(-1) > 0) == (y.view(-1) > 0.5)).sum()
+        else:
+            loss = F.cross_entropy(out, y, label_smoothing=smoothing)
+            correct = (out.argmax(dim=1) == y).sum()
+        return loss, correct
+
+    def _batch(self, split: Any, idx: torch.Tensor, train: bool) -> tuple[torch.Tensor, ...]:
+        x, y = split.take(idx)
+        x = x.to(self.device, non_blocking=True)
+        x = self.ds.prepare(x, train=train, generator=self.aug_gen if train else None)
+        return x, y.to(self.device, non_blocking=True)
+
+    def _train_epoch(self, bar: Any) -> int | None:
+        """Train from the current batch to the end of the epoch; the step number of a
+        non-finite loss, or None."""
+        c = self.config
+        order = self._order(self.epoch)
+        self.model.train()
+        while self.batch < self.batches:
+            idx = order[self.batch * c.batch_size : (self.batch + 1) * c.batch_size]
+            x, y = self._batch(self.ds.train, idx, train=True)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, self.batches, c)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, correct = self._loss(self.model(x), y)
+            # one device sync per step serves both the divergence check and the metrics
+            loss_value, correct_value = torch.stack((loss.detach().double(), correct.double()))
+            loss_value, correct_value = loss_value.item(), int(correct_value.item())
+            if not math.isfinite(loss_value):
+                return self.step + 1
+            loss.backward()
+            try:
+                record = self.dst.step() if self.dst is not None else self.optimizer.step()
+            except NonFiniteScoreError:  # NaN/inf weights or gradients met at an update
+                return self.step + 1
+            self.step += 1
+            self.batch += 1
+            self.sums[0] += loss_value * len(idx)
+            self.sums[1] += correct_value
+            self.sums[2] += len(idx)
+            if record:
+                self.metrics.write({"kind": "update", "epoch": self.epoch + 1, **record})
+            bar.update(1)
+            if self.batch % 10 == 0:
+                bar.set_postfix(
+                    epoch=f"{self.epoch + 1}/{c.epochs}",
+                    loss=f"{self.sums[0] / self.sums[2]:.4f}",
+                    acc=f"{self.sums[1] / self.sums[2]:.3f}",
+                    refresh=False,
+                )
+            due = time.monotonic() - self.last_save >= c.checkpoint_seconds
+            if due and self.batch < self.batches:  # the epoch end saves anyway
+                self._save()
+        return None
+
+    def _end_epoch(self, bar: Any) -> None:
+        loss_sum, correct, count = self.sums
+        val_acc = self.accuracy(self.ds.val)
+        record = {
+            "kind": "epoch",
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "train_loss": loss_sum / count,
+            "train_acc": correct / count,
+            "val_acc": val_acc,
+            "lr": lr_at(self.step - 1, self.batches, self.config),
+            "density": self.density(),
+            "seconds": round(self.seconds(), 3),
+        }
+        self.metrics.write(record)
+        self.history.append(record)
+        if val_acc is not None and (self.best["val_acc"] is None or val_acc > self.best["val_acc"]):
+            self.best = {
+                "val_acc": val_acc,
+                "epoch": self.epoch + 1,
+                "state": _clone_state(self.model),
+            }
+        self.epoch += 1
+        self.batch = 0
+        self.sums = [0.0, 0, 0]
+        bar.set_postfix(
+            epoch=f"{self.epoch}/{self.config.epochs}",
+            loss=f"{record['train_loss']:.4f}",
+            val=f"{val_acc:.3f}" if val_acc is not None else "-",
+        )
+        self._save()
+
+    # ---- the whole run --------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        c = self.config
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not self.progress,
+            file=sys.stderr,
+            desc=f"{c.mode} {c.model}/{c.data}",
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        )
+        try:
+            while self.epoch < c.epochs:
+                diverged_step = self._train_epoch(bar)
+                if diverged_step is not None:
+                    return self._finish(diverged_step)
+                self._end_epoch(bar)
+        finally:
+            bar.close()
+        return self._finish(None)
+
+    def _finish(self, diverged_step: int | None) -> dict[str, Any]:
+        test_acc = None if diverged_step else self.accuracy(self.ds.test)
+        test_best = test_acc
+        if self.best["state"] is not None:
+            final_state = _clone_state(self.model)
+            self.model.load_state_dict(self.best["state"])
+            test_best = self.accuracy(self.ds.test)
+            self.model.load_state_dict(final_state)
+        result = _result(
+            "diverged" if diverged_step else "done",
+            test_acc=test_acc,
+            best_val_acc=self.best["val_acc"],
+            test_acc_best_val=test_best,
+            best_val_epoch=self.best["epoch"],
+            final_density=self.density(),
+            epochs=self.epoch,
+            steps=self.step,
+            total_steps=self.total_steps,
+            seconds=round(self.seconds(), 3),
+            final_train_loss=self.history[-1]["train_loss"] if self.history else None,
+            diverged_step=diverged_step,
+            device=str(self.device),
+        )
+        if not diverged_step:
+            self._save()
+        files.write_json(self.out / files.RESULT, result)
+        return result
+
+    # ---- measurements -----------------------------------------------------------------------
+    @torch.no_grad()
+    def accuracy(self, split: Any) -> float | None:
+        """Accuracy of the current model on a whole split (None for an empty split)."""
+        n = len(split) if split is not None else 0
+        if n == 0:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        correct = 0
+        for start in range(0, n, EVAL_BATCH):
+            x, y = self._batch(split, torch.arange(start, min(n, start + EVAL_BATCH)), train=False)
+            correct += int(self._loss(self.model(x), y)[1])
+        self.model.train(was_training)
+        return correct / n
+
+    def density(self) -> float:
+        """Active fraction of the sparse parameters (1.0 for a dense run)."""
+        if self.dst is None:
+            return 1.0
+        masks = list(self.dst.masks.values())
+        total = sum(m.numel() for m in masks)
+        return sum(int(m.sum()) for m in masks) / total if total else 1.0
+
+    def _start_similarity(self) -> None:
+        """SPEC §6 "at the start": what each criterion would remove from the initial network,
+        judged on one batch's gradient, at each fraction; the run itself is left untouched."""
+        c = self.config
+        criteria = list(c.shadow_criteria)
+        if not criteria:
+            from dstlab.topology.criteria import list_pruners
+
+            criteria = list(list_pruners())
+        criteria = list(dict.fromkeys([c.prune, *criteria]))
+        rng, state = _get_rng(self.device), _clone_state(self.model)
+        x, y = self._batch(self.ds.train, self._order(0)[: c.batch_size], train=False)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._loss(self.model(x), y)[0].backward()
+        for fraction in c.start_similarity:
+            similarity = self.dst.compare_criteria(criteria, fraction=fraction)
+            self.metrics.write(
+                {"kind": "start_similarity", "fraction": fraction, "similarity": similarity}
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.load_state_dict(state)  # batch-norm statistics of that forward pass
+        _set_rng(self.device, rng)  # dropout of that forward pass
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def _save(self) -> None:
+        state = {
+            "version": 1,
+            "config": self.config.to_dict(),
+            "position": {"epoch": self.epoch, "batch": self.batch, "step": self.step},
+            "sums": list(self.sums),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "dst": self.dst.state_dict() if self.dst is not None else None,
+            "rng": {"global": _get_rng(self.device), "augment": self.aug_gen.get_state()},
+            "best": self.best,
+            "history": self.history,
+            "metrics_bytes": self.metrics.sync(),
+            "seconds": self.seconds(),
+        }
+        files.save_checkpoint(self.out / files.CHECKPOINT, state)
+        self.last_save = time.monotonic()
+
+    def _restore(self, ckpt: dict[str, Any]) -> int:
+        """Load a checkpoint; returns how many bytes of metrics.jsonl it knows."""
+        if RunConfig.from_dict(ckpt["config"]).identity() != self.config.identity():
+            raise ConfigError(
+                f"the checkpoint in {self.out} belongs to another configuration; "
+                "start a new run with another --out."
+            )
+        position = ckpt["position"]
+        self.epoch, self.batch, self.step = position["epoch"], position["batch"], position["step"]
+        self.sums = list(ckpt["sums"])
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.dst is not None:
+            self.dst.load_state_dict(ckpt["dst"])
+        _set_rng(self.device, ckpt["rng"]["global"])
+        self.aug_gen.set_state(ckpt["rng"]["augment"])
+        self.best = ckpt["best"]
+        if self.best["state"] is not None:
+            self.best["state"] = {k: v.to(self.device) for k, v in self.best["state"].items()}
+        self.history = ckpt["history"]
+        self.seconds_before = ckpt["seconds"]
+        return ckpt["metrics_bytes"]
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()

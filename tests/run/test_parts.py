@@ -1,0 +1,98 @@
+"""The small parts of a run: learning-rate schedule, optimizers, run-directory files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dstlab.errors import ConfigError
+from dstlab.run import RunConfig
+from dstlab.run.config_file import read_config_file
+from dstlab.run.files import MetricsLog, read_metrics, write_json
+from dstlab.run.optim import lr_at, make_optimizer
+
+
+def test_step_schedule_divides_by_ten_at_half_and_three_quarters():
+    c = RunConfig(epochs=100, lr=0.1, lr_schedule="step")
+    lrs = [lr_at(epoch * 10, 10, c) for epoch in (0, 49, 50, 74, 75, 99)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_warmup_then_cosine_and_constant():
+    c = RunConfig(epochs=10, lr=1.0, lr_schedule="cosine", warmup_epochs=2)
+    assert lr_at(0, 5, c) == pytest.approx(0.1)
+    assert lr_at(9, 5, c) == pytest.approx(1.0)
+    assert lr_at(10, 5, c) == pytest.approx(1.0)
+    assert lr_at(30, 5, c) == pytest.approx(0.5)
+    assert lr_at(49, 5, c) == pytest.approx(0.0, abs=0.01)
+    assert lr_at(37, 5, c.replace(lr_schedule="constant")) == 1.0
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)],
+)
+def test_optimizers_take_the_config(name, cls):
+    model = torch.nn.Linear(3, 2)
+    opt = make_optimizer(model, RunConfig(optimizer=name, lr=0.2, weight_decay=0.01))
+    assert isinstance(opt, cls)
+    assert opt.param_groups[0]["lr"] == 0.2 and opt.param_groups[0]["weight_decay"] == 0.01
+    if name == "sgd":
+        assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
+        no_momentum = make_optimizer(model, RunConfig(momentum=0.0))
+        assert not no_momentum.param_groups[0]["nesterov"]
+
+
+def test_metrics_log_cuts_back_to_a_checkpointed_length(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path)
+    log.write({"kind": "epoch", "epoch": 1, "loss": float("nan")})
+    kept = log.sync()
+    log.write({"kind": "epoch", "epoch": 2})
+    log.close()
+    assert len(read_metrics(path)) == 2
+    again = MetricsLog(path, keep_bytes=kept)
+    again.write({"kind": "epoch", "epoch": 3})
+    again.close()
+    assert read_metrics(path) == [
+        {"kind": "epoch", "epoch": 1, "loss": None},
+        {"kind": "epoch", "epoch": 3},
+    ]
+
+
+def test_atomic_json_write_leaves_no_temporary_file(tmp_path):
+    write_json(tmp_path / "result.json", {"a": float("inf"), "b": (1, 2)})
+    assert (tmp_path / "result.json").read_text().replace(" ", "").replace("\n", "") == (
+        '{"a":null,"b":[1,2]}'
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("epochs: [1\n", "not valid YAML at line"),
+        ("- 1\n- 2\n", "must hold a mapping"),
+    ],
+)
+def test_bad_config_files_are_one_sentence(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        read_config_file(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_config_file(tmp_path / "nope.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    assert read_config_file(tmp_path / "empty.yaml") == {}
+
+
+def test_config_checks_added_for_runs():
+    with pytest.raises(ConfigError, match="start_similarity needs"):
+        RunConfig(mode="dense", start_similarity=(0.5,))
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        RunConfig(epochs=3, warmup_epochs=3)
+    with pytest.raises(ConfigError, match="fractions"):
+        RunConfig(start_similarity=(1.5,))
