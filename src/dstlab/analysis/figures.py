@@ -1,0 +1,253 @@
+"""The report's figures: each function takes tidy tables and returns a matplotlib Figure.
+
+Figures are drawn with the Agg backend (no display needed) and saved as PNG and SVG by
+:func:`save`, which first checks that every visible axis holds data, so an empty plot is an
+error rather than a silent blank picture in the report."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
+
+from dstlab.analysis.similarity import order_criteria  # noqa: E402
+
+_BASELINE_COLOUR = "0.35"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a label."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", str(text)).strip("-").lower() or "x"
+
+
+def _colours(names: list[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("tab10")
+    ordered = order_criteria(names)
+    return {name: cmap(i % 10) for i, name in enumerate(ordered)}
+
+
+def _grid(n: int, max_cols: int = 3, size: tuple[float, float] = (4.2, 3.3)):
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_axis_off()
+    return fig, flat[:n]
+
+
+def _log_x(ax, values, base: float = 10) -> None:
+    """A log x axis ticked at the data's own values: readable, and far cheaper to lay out."""
+    ticks = sorted({float(v) for v in values})
+    ax.set_xscale("log", base=base)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+
+
+def _line(ax, x, mean, std, label, colour, **kw) -> None:
+    x, mean, std = (np.asarray(v, dtype=float) for v in (x, mean, std))
+    ax.plot(x, mean, marker="o", ms=3.5, label=label, color=colour, **kw)
+    if np.any(std > 0):
+        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
+
+
+def accuracy_vs_density(
+    dst: pd.DataFrame, static: pd.DataFrame, dense: pd.DataFrame, title: str, metric: str
+) -> Figure:
+    """A panel per growth criterion, a line per pruning criterion (mean ± std over seeds)."""
+    growths = sorted(dst["growth"].unique()) if not dst.empty else ["-"]
+    colours = _colours(list(dst["criterion"].unique()))
+    fig, axes = _grid(len(growths))
+    for ax, growth in zip(axes, growths, strict=True):
+        for criterion, rows in dst[dst["growth"] == growth].groupby("criterion", sort=False):
+            rows = rows.sort_values("density")
+            _line(ax, rows.density, rows["mean"], rows["std"], criterion, colours[criterion])
+        if not static.empty:
+            rows = static.sort_values("density")
+            _line(ax, rows.density, rows["mean"], rows["std"], "static", _BASELINE_COLOUR, ls=":")
+        if not dense.empty:
+            mean, std = float(dense["mean"].iloc[0]), float(dense["std"].iloc[0])
+            ax.axhline(mean, color="k", ls="--", lw=1, label="dense")
+            if std > 0:
+                ax.axhspan(mean - std, mean + std, color="k", alpha=0.07, linewidth=0)
+        _log_x(ax, pd.concat([dst["density"], static["density"]]))
+        ax.set_xlabel("density")
+        ax.set_ylabel(metric)
+        ax.set_title(f"growth: {growth}")
+        ax.grid(True, alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    return fig
+
+
+def mean_rank_bars(tests: list) -> Figure:
+    """Mean rank (lower is better) of each criterion in each density band."""
+    fig, axes = _grid(len(tests), max_cols=3, size=(4.2, 3.0))
+    colours = _colours(list(tests[0].mean_ranks.index))
+    for ax, test in zip(axes, tests, strict=True):
+        ranks = test.mean_ranks
+        ax.barh(range(len(ranks)), ranks.to_numpy(), color=[colours[c] for c in ranks.index])
+        ax.set_yticks(range(len(ranks)), list(ranks.index), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("mean rank (1 = best)")
+        verdict = f"p = {test.pvalue:.3g}" if test.pvalue is not None else "no test"
+        ax.set_title(f"{test.band}: {test.n_blocks} blocks, {verdict}", fontsize=9)
+        if test.cd is not None:
+            best = float(ranks.iloc[0])
+            ax.axvline(best + test.cd, color="k", ls="--", lw=1, label="best + CD")
+            ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def cd_diagram(test) -> Figure:
+    """autorank's critical-difference diagram: criteria joined by a bar do not differ."""
+    from autorank import plot_stats
+
+    # the axes fill the figure, so a title would be cut off: the caption names band, p and CD
+    ax = plot_stats(test.autorank_result, allow_insignificant=True, width=6)
+    return ax.figure
+
+
+def heatmap(matrix: pd.DataFrame, title: str, ax=None) -> Figure:
+    """An annotated Jaccard heatmap (0..1)."""
+    if ax is None:
+        k = len(matrix)
+        fig, ax = plt.subplots(figsize=(1.6 + 0.75 * k, 1.0 + 0.7 * k))
+    else:
+        fig = ax.figure
+    values = matrix.to_numpy(dtype=float)
+    image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis")
+    labels = list(matrix.index)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if np.isfinite(values[i, j]):
+                colour = "black" if values[i, j] > 0.6 else "white"
+                ax.text(
+                    j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6, color=colour
+                )
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="Jaccard")
+    return fig
+
+
+def heatmaps(matrices: dict[str, pd.DataFrame], title: str) -> Figure:
+    """One heatmap panel per entry (e.g. per prune fraction)."""
+    k = max(len(m) for m in matrices.values())
+    fig, axes = _grid(len(matrices), max_cols=2, size=(1.3 + 0.75 * k, 0.8 + 0.7 * k))
+    for ax, (label, matrix) in zip(axes, matrices.items(), strict=True):
+        heatmap(matrix, label, ax=ax)
+    fig.suptitle(title)
+    return fig
+
+
+def jaccard_vs_step(curves: pd.DataFrame, title: str) -> Figure:
+    """A panel per acting criterion, a line per other criterion: Jaccard of removed sets."""
+    actings = order_criteria(curves["acting"].unique())
+    colours = _colours(list(set(curves["other"])))
+    fig, axes = _grid(len(actings))
+    for ax, acting in zip(axes, actings, strict=True):
+        for other, rows in curves[curves["acting"] == acting].groupby("other", sort=False):
+            rows = rows.sort_values("step")
+            _line(ax, rows.step, rows["mean"], rows["std"], other, colours[other])
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("Jaccard with acting criterion")
+        ax.set_title(f"acting: {acting}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle(title)
+    return fig
+
+
+def update_period(table: pd.DataFrame, title: str, metric: str) -> Figure:
+    """A panel per (growth, density), a line per criterion: accuracy against update period."""
+    panels = list(table.groupby(["growth", "density"], sort=True).groups)
+    colours = _colours(list(table["criterion"].unique()))
+    fig, axes = _grid(len(panels))
+    for ax, (growth, density) in zip(axes, panels, strict=True):
+        rows = table[(table["growth"] == growth) & (table["density"] == density)]
+        for criterion, line in rows.groupby("criterion", sort=False):
+            line = line.sort_values("update_every")
+            _line(ax, line.update_every, line["mean"], line["std"], criterion, colours[criterion])
+        _log_x(ax, rows["update_every"], base=2)
+        ax.set_xlabel("update period ΔT (steps)")
+        ax.set_ylabel(metric)
+        ax.set_title(f"growth {growth}, density {density:g}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def dynamics(curves: pd.DataFrame, title: str) -> Figure:
+    """Rows per growth criterion; ITOP rate and churn against step, a line per criterion."""
+    growths = sorted(curves["growth"].unique())
+    colours = _colours(list(curves["criterion"].unique()))
+    fig, grid = plt.subplots(len(growths), 2, figsize=(9, 3.2 * len(growths)), squeeze=False)
+    for row, growth in zip(grid, growths, strict=True):
+        part = curves[curves["growth"] == growth]
+        for ax, column, label in zip(row, ("itop", "churn"), ("ITOP rate", "churn"), strict=True):
+            for criterion, line in part.groupby("criterion", sort=False):
+                line = line.sort_values("step")
+                _line(
+                    ax,
+                    line.step,
+                    line[f"{column}_mean"],
+                    line[f"{column}_std"],
+                    criterion,
+                    colours[criterion],
+                )
+            ax.set_xlabel("training step")
+            ax.set_ylabel(label)
+            ax.set_title(f"{label}, growth {growth}", fontsize=9)
+            ax.grid(True, alpha=0.3)
+        row[1].legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def data_artists(fig: Figure) -> int:
+    """How many data-bearing artists the visible axes hold; raises if one visible axis is empty."""
+    total = 0
+    for ax in fig.axes:
+        if not ax.axison and not ax.lines and not ax.collections:
+            continue  # a switched-off spare panel
+        if ax.get_label() == "<colorbar>":
+            continue
+        count = len(ax.lines) + len(ax.collections) + len(ax.images) + len(ax.patches)
+        if count == 0:
+            raise ValueError(
+                f"figure {fig.get_suptitle()!r} has an empty panel {ax.get_title()!r}."
+            )
+        total += count
+    if total == 0:
+        raise ValueError(f"figure {fig.get_suptitle()!r} has no data.")
+    return total
+
+
+def save(fig: Figure, directory: Path, name: str) -> str:
+    """Write ``name``.png and ``name``.svg under ``directory``; return the PNG's file name."""
+    try:
+        data_artists(fig)
+        directory.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():  # axes made by autorank are not tight_layout-compatible
+            warnings.simplefilter("ignore")
+            fig.tight_layout()  # once, rather than a layout engine at every save
+        fig.savefig(directory / f"{name}.png", dpi=100)
+        with plt.rc_context({"svg.fonttype": "none"}):  # text stays text: smaller, searchable
+            fig.savefig(directory / f"{name}.svg")
+    finally:
+        plt.close(fig)
+    return f"{name}.png"

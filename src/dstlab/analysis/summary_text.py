@@ -1,0 +1,88 @@
+"""The report's summary paragraph, written from the numbers the sections computed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _rank_sentence(test, label: str) -> str:
+    ranks = test.mean_ranks
+    best, best_rank = ranks.index[0], float(ranks.iloc[0])
+    text = f"{label}, {best} has the best mean rank ({best_rank:.2f} over {test.n_blocks} blocks"
+    if len(ranks) < 2:
+        return text + ")."
+    second, second_rank = ranks.index[1], float(ranks.iloc[1])
+    text += f"; next {second} at {second_rank:.2f})"
+    if test.pvalue is None:
+        return text + f", but {test.reason}, so no significance test was run."
+    if not test.significant:
+        return text + (
+            f"; the {test.test.split(' ')[0]} test finds no significant difference between the "
+            f"criteria (p = {test.pvalue:.3g})."
+        )
+    beaten = [c for c in ranks.index[1:] if test.differs(best, c)]
+    if test.differs(best, second):
+        what = "all other criteria" if len(beaten) == len(ranks) - 1 else ", ".join(beaten)
+        return (
+            text
+            + f"; it is significantly better than {what} (p = {test.pvalue:.3g}"
+            + (f", Nemenyi CD {test.cd:.2f})." if test.cd is not None else ").")
+        )
+    text += (
+        f"; the criteria differ (p = {test.pvalue:.3g}) but {best} is not significantly better "
+        f"than {second}"
+    )
+    if test.cd is not None:
+        text += f" (Nemenyi CD {test.cd:.2f})"
+    if beaten:
+        text += f"; it does beat {', '.join(beaten)}"
+    return text + "."
+
+
+def summarize(facts: dict[str, Any]) -> str:
+    """One paragraph; every sentence depends on a computed number, none is fixed text."""
+    used = facts.get("used", 0)
+    if not used:
+        return f"None of the {facts.get('total', 0)} runs has finished, so there is nothing to summarise."
+    out = [f"{used} of {facts['total']} runs finished and are analysed ({facts['metric']})."]
+    tests = facts.get("tests") or []
+    by_band = {t.band: t for t in tests}
+    low = next((t for b, t in by_band.items() if b.startswith("density <=")), None)
+    if low is not None:
+        out.append(_rank_sentence(low, "At low density (≤ 0.1)"))
+    if "all" in by_band:
+        out.append(_rank_sentence(by_band["all"], "Over all blocks"))
+    tied = facts.get("tied_lowest")
+    if tied:
+        out.append(
+            f"At density {tied['density']:g}, {tied['criterion']} is best or statistically tied "
+            f"with the best in {tied['count']} of {tied['blocks']} blocks."
+        )
+    for setup, f in list((facts.get("lowest") or {}).items())[:4]:
+        text = (
+            f"On {setup} at density {f['density']:g}, the most accurate DST run is "
+            f"{f['criterion']} with {f['growth']} growth ({f['mean']:.3f}"
+        )
+        if f["dense"] is not None:
+            gap = f["mean"] - f["dense"]
+            text += f", {abs(gap):.3f} {'above' if gap >= 0 else 'below'} dense at {f['dense']:.3f}"
+        out.append(text + ").")
+    sims = facts.get("similarity") or []
+    for setup, top, bottom in sims[:2]:
+        out.append(
+            f"On {setup}, the most similar choices are {top.criterion_a} and {top.criterion_b} "
+            f"(Jaccard {top.jaccard:.2f}), the least similar {bottom.criterion_a} and "
+            f"{bottom.criterion_b} ({bottom.jaccard:.2f})."
+        )
+    periods = facts.get("update_period")
+    if periods:
+        total = sum(periods.values())
+        dt, count = max(periods.items(), key=lambda kv: (kv[1], -kv[0]))
+        out.append(f"The best update period is ΔT = {dt} in {count} of {total} curves.")
+    dyn = facts.get("dynamics")
+    if dyn:
+        out.append(
+            f"At the last update the ITOP rate ranges from {dyn['min_itop']:.2f} to "
+            f"{dyn['itop']:.2f} ({dyn['criterion']}, {dyn['growth']} growth, {dyn['setup']})."
+        )
+    return " ".join(out)

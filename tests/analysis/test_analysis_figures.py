@@ -1,0 +1,97 @@
+"""Every figure has data in it; an empty panel is an error, not a blank picture."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from dstlab.analysis import figures
+
+
+def _summary(criteria=("magnitude", "set")) -> pd.DataFrame:
+    rows = [
+        {
+            "growth": g,
+            "criterion": c,
+            "density": d,
+            "mean": 0.8,
+            "std": 0.01,
+            "n": 2,
+            "update_every": dt,
+        }
+        for g in ("random", "gradient")
+        for c in criteria
+        for d in (0.05, 0.2)
+        for dt in (100, 800)
+    ]
+    return pd.DataFrame(rows)
+
+
+def _lines(fig) -> int:
+    return sum(len(ax.lines) for ax in fig.axes)
+
+
+def test_accuracy_figure_has_a_line_per_criterion_and_baselines():
+    s = _summary()
+    dst = s[s.update_every == 100]
+    static = dst[(dst.criterion == "set") & (dst.growth == "random")].assign(criterion="static")
+    dense = pd.DataFrame({"mean": [0.9], "std": [0.01]})
+    fig = figures.accuracy_vs_density(dst, static, dense, "digits/mlp", "test_acc")
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert len(panels) == 2  # one per growth
+    for ax in panels:
+        assert len(ax.lines) == 2 + 1 + 1  # two criteria, static, dense
+        assert ax.get_xscale() == "log"
+        assert any(line.get_linestyle() == "--" for line in ax.lines)  # dense
+    assert figures.data_artists(fig) > 0
+    plt.close(fig)
+
+
+def test_update_period_and_dynamics_figures_have_data():
+    fig = figures.update_period(_summary(), "s", "test_acc")
+    assert _lines(fig) == 4 * 2  # 4 panels (growth x density), 2 criteria each
+    plt.close(fig)
+    curves = pd.DataFrame(
+        [
+            {
+                "growth": "random",
+                "criterion": c,
+                "step": s,
+                "itop_mean": 0.1 * s,
+                "itop_std": 0.0,
+                "churn_mean": 0.05 * s,
+                "churn_std": 0.01,
+            }
+            for c in ("magnitude", "snip")
+            for s in (1, 2)
+        ]
+    )
+    fig = figures.dynamics(curves, "s")
+    assert _lines(fig) == 2 * 2
+    plt.close(fig)
+
+
+def test_heatmaps_show_every_cell():
+    m = pd.DataFrame([[1.0, 0.3], [0.3, 1.0]], index=["a", "b"], columns=["a", "b"])
+    fig = figures.heatmaps({"fraction 0.5": m, "fraction 0.25": m}, "t")
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 2
+    assert all(len(ax.texts) == 4 for ax in images)
+    plt.close(fig)
+
+
+def test_an_empty_panel_is_refused(tmp_path):
+    fig, axes = plt.subplots(1, 2)
+    axes[0].plot([1, 2], [3, 4])
+    with pytest.raises(ValueError, match="empty panel"):
+        figures.save(fig, tmp_path, "empty")
+    assert not (tmp_path / "empty.png").exists()
+
+
+def test_save_writes_png_and_svg(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    assert figures.save(fig, tmp_path, "x") == "x.png"
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (tmp_path / "x.svg").read_bytes()[:500]

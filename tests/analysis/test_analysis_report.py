@@ -1,0 +1,126 @@
+"""The report of a synthetic study: every file, every section, links that resolve."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dstlab.analysis import write_report
+
+from .analysis_synthetic import results_table
+
+
+def _links(page: str) -> list[str]:
+    return re.findall(r'(?:src|href)="([^"#][^"]*)"', page)
+
+
+@pytest.mark.slow
+def test_report_writes_the_tables_and_figures(synthetic_report):
+    table, index = synthetic_report
+    out = index.parent
+    for name in (
+        "summary.csv",
+        "ranks.csv",
+        "similarity.csv",
+        "best_or_tied.csv",
+        "update_period.csv",
+        "start_similarity.csv",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"setup", "growth", "criterion", "density", "mean", "std", "n"} <= set(summary.columns)
+    assert set(summary.criterion) == {"magnitude", "set", "snip", "dense", "static"}
+    sim = pd.read_csv(out / "similarity.csv")
+    assert list(sim.columns) == ["setup", "criterion_a", "criterion_b", "jaccard"]
+    assert len(sim) == 16  # 4 criteria, every ordered pair
+    ranks = pd.read_csv(out / "ranks.csv")
+    assert ranks[ranks.band == "all"].sort_values("mean_rank").criterion.iloc[0] == "magnitude"
+    pngs = sorted(p.stem for p in (out / "figures").glob("*.png"))
+    svgs = sorted(p.stem for p in (out / "figures").glob("*.svg"))
+    assert pngs == svgs and len(pngs) >= 8
+    for prefix in (
+        "accuracy-",
+        "mean-ranks",
+        "cd-all",
+        "similarity-",
+        "similarity-steps-",
+        "start-",
+        "update-period-",
+        "dynamics-",
+    ):
+        assert any(p.startswith(prefix) for p in pngs), prefix
+
+
+@pytest.mark.slow
+def test_every_link_of_the_page_resolves(synthetic_report):
+    _, index = synthetic_report
+    page = index.read_text()
+    links = _links(page)
+    assert len(links) > 10
+    for link in links:
+        assert not link.startswith(("http:", "https:", "/")), link
+        assert (index.parent / link).is_file(), link
+    assert page.count("<img ") == len(list((index.parent / "figures").glob("*.png")))
+
+
+@pytest.mark.slow
+def test_page_has_every_section_and_a_summary_from_the_numbers(synthetic_report):
+    table, index = synthetic_report
+    page = index.read_text()
+    for key in ("overview", "accuracy", "rankings", "similarity", "update-period", "dynamics"):
+        assert f'<section id="{key}">' in page
+    assert 'class="missing"' not in page
+    assert page.count("<table") >= 4
+    done = (table.status == "done").sum()
+    assert f"{done} of {len(table)} runs finished" in page
+    assert "2 excluded (2 failed)" in page
+    assert "magnitude has the best mean rank" in page
+
+
+def test_sections_without_data_say_why(tmp_path):
+    table = results_table(
+        criteria=("magnitude",), growths=("random",), densities=(0.1, 0.2), seeds=2
+    )
+    index = write_report(table, tmp_path / "report")
+    page = index.read_text()
+    assert page.count('class="missing"') == 4  # rankings, similarity, update period, dynamics
+    assert "at least two pruning criteria" in page
+    assert "single update period" in page
+    assert "No run logged topology updates" in page
+    for name in ("summary.csv", "ranks.csv", "similarity.csv"):
+        assert (tmp_path / "report" / name).is_file()
+    assert list(pd.read_csv(tmp_path / "report" / "similarity.csv").columns) == [
+        "setup",
+        "criterion_a",
+        "criterion_b",
+        "jaccard",
+    ]
+
+
+def test_a_study_with_no_finished_run_still_reports(tmp_path):
+    table = results_table(seeds=1, densities=(0.1,))
+    table["status"] = "failed"
+    page = write_report(table, tmp_path / "r").read_text()
+    assert "so there is nothing to summarise" in page
+    assert f"{len(table)} excluded" in page
+
+
+@pytest.mark.slow
+def test_custom_record_reader_is_used(tmp_path):
+    table = results_table(
+        seeds=2, densities=(0.1, 0.2), criteria=("magnitude", "snip"), baselines=False
+    )
+    calls = []
+
+    def read(run_dir: str) -> list[dict]:
+        calls.append(run_dir)
+        return [{"kind": "update", "step": 10, "itop": 0.5, "churn": 0.2}]
+
+    table["run_dir"] = [f"mem://{r}" for r in table.run_id]
+    page = write_report(table, tmp_path / "r", read).read_text()
+    assert len(calls) == len(table)
+    assert '<section id="dynamics">' in page and "ITOP rate ranges from 0.50" in page
+    assert Path(tmp_path / "r" / "dynamics_final.csv").is_file()

@@ -1,0 +1,86 @@
+"""`dstlab similarity`: the "at the start" experiment on a real model, data and engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dstlab.analysis.start_similarity import matrices, start_similarity
+from dstlab.cli import main
+from dstlab.errors import ConfigError
+
+CRITERIA = ["magnitude", "set", "snip", "random"]
+
+
+@pytest.mark.slow
+def test_matrices_are_symmetric_with_unit_diagonal_and_magnitude_matches_set():
+    result = start_similarity("mlp", "digits", 0.2, [0.5, 0.125], CRITERIA, batch_size=64)
+    assert sorted(result) == [0.125, 0.5]
+    for fraction, m in matrices(result).items():
+        values = m.to_numpy()
+        assert list(m.index) == CRITERIA
+        assert np.allclose(values, values.T) and np.allclose(np.diag(values), 1.0)
+        assert ((values >= 0) & (values <= 1)).all()
+        # SET removes the smallest weights of each sign: mostly the smallest |w| too, while
+        # random removal overlaps only by chance (about fraction / (2 - fraction))
+        assert m.loc["magnitude", "set"] > 0.5
+        assert m.loc["magnitude", "random"] < 0.5 * fraction + 0.15
+    for layer in result[0.5]["per_layer"].values():
+        layer = np.asarray(layer)
+        assert np.allclose(layer, layer.T) and np.allclose(np.diag(layer), 1.0)
+
+
+def test_same_seed_gives_the_same_matrix():
+    a = start_similarity("mlp", "digits", 0.2, [0.25], ["magnitude", "random"], seed=3)
+    b = start_similarity("mlp", "digits", 0.2, [0.25], ["magnitude", "random"], seed=3)
+    assert a[0.25]["pooled"] == b[0.25]["pooled"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"criteria": ["magnitude", "nope"]}, "unknown pruning criterion 'nope'"),
+        ({"criteria": ["magnitude"]}, "at least two criteria"),
+        ({"fractions": [0.0]}, "fractions must each be in"),
+        ({"density": 1.5}, "density must be in"),
+    ],
+)
+def test_bad_input_is_one_sentence(kwargs, message):
+    args = {"model": "mlp", "data": "digits", "fractions": [0.5], **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        start_similarity(**args)
+
+
+def test_cli_prints_the_matrix_and_writes_csv_and_heatmap(tmp_path, capsys):
+    out = tmp_path / "sim"
+    code = main(
+        [
+            "similarity",
+            "--model",
+            "mlp",
+            "--data",
+            "digits",
+            "--density",
+            "0.2",
+            "--fractions",
+            "0.5,0.25",
+            "--criteria",
+            "magnitude,snip",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "fraction 0.5" in printed and "fraction 0.25" in printed and "snip" in printed
+    table = pd.read_csv(out / "start_similarity.csv")
+    pooled = table[table.layer == "pooled"]
+    assert len(pooled) == 2 * 4  # two fractions, 2x2 matrix each
+    assert (out / "start_similarity.png").is_file() and (out / "start_similarity.svg").is_file()
+
+
+def test_cli_bad_fraction_is_one_sentence(capsys):
+    code = main(["similarity", "--model", "mlp", "--data", "digits", "--fractions", "half"])
+    assert code == 2
+    assert "--fractions must be comma-separated numbers" in capsys.readouterr().err
