@@ -81,7 +81,7 @@ def layer_fn(layer, x, values, bias):
     from dstlab.sparse.linear import _SparseLinearFn
 
     return _SparseLinearFn.apply(
-        x, values, bias, layer.crow, layer.col, layer.crow_t, layer.row_t, layer.perm, 4
+        x, values, bias, layer.crow, layer.col, layer.crow_t, layer.row_t, layer.perm, 4, None
     )
 
 

@@ -21,7 +21,7 @@ class _SparseLinearFn(torch.autograd.Function):
     """Y = X Wᵀ + b with W sparse; gradients for X, the active values of W, and b."""
 
     @staticmethod
-    def forward(ctx, x, values, bias, crow, col, crow_t, row_t, perm, n_out):  # type: ignore[override]
+    def forward(ctx, x, values, bias, crow, col, crow_t, row_t, perm, n_out, capture):  # type: ignore[override]
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
         xt = x2.t().contiguous()  # free when x came from a previous sparse layer
@@ -29,6 +29,7 @@ class _SparseLinearFn(torch.autograd.Function):
         ctx.save_for_backward(xt, values, crow, col, crow_t, row_t, perm)
         ctx.has_bias = bias is not None
         ctx.x_shape = x.shape
+        ctx.capture = capture
         return yt.t().reshape(*lead, n_out)
 
     @staticmethod
@@ -39,10 +40,12 @@ class _SparseLinearFn(torch.autograd.Function):
         gval, gxt = kernels.backward(
             crow_t, row_t, perm, crow, col, values.detach(), xt, gyt, need_gx
         )
+        if ctx.capture is not None:  # the DST target's dense gradient at update steps
+            ctx.capture.append((xt, gyt))
         gx = gxt.t().reshape(ctx.x_shape) if need_gx else None
         gb = gyt.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
         gval = gval if ctx.needs_input_grad[1] else None
-        return gx, gval, gb, None, None, None, None, None, None
+        return gx, gval, gb, None, None, None, None, None, None, None
 
 
 class SparseLinear(nn.Module):
@@ -83,6 +86,8 @@ class SparseLinear(nn.Module):
         else:
             self.register_parameter("bias", None)
         self._set_structure(build(flat, (out_features, in_features)))
+        # when a list, each backward appends its (xᵀ, gyᵀ): the DST backend's dense gradient
+        self.capture: list | None = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -105,6 +110,7 @@ class SparseLinear(nn.Module):
         else:
             layer.register_parameter("bias", None)
         layer._set_structure(build(flat, (layer.out_features, layer.in_features)))
+        layer.capture = None
         return layer.to(weight.device)
 
     def _set_structure(self, s: CSRStructure) -> None:
@@ -184,6 +190,7 @@ class SparseLinear(nn.Module):
             self.row_t,
             self.perm,
             self.out_features,
+            self.capture,
         )
 
     def extra_repr(self) -> str:

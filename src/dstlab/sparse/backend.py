@@ -1,0 +1,258 @@
+"""``DST(..., backend="sparse")``: swap eligible ``nn.Linear`` layers for :class:`SparseLinear`
+in place (model and optimizer), and give the engine a target per layer with the same methods as
+the masked-dense :class:`~dstlab.topology.masks.MaskedTarget`.
+
+Which layers go sparse is a :class:`SparseRule`: measured on 2 CPU threads (``benchmarks/
+sparse.py``), a CSR layer beats the dense product below about 30 % density, and per-call overhead
+makes layers under ~16k weights faster dense. Override it with :func:`sparse_rule`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dstlab.errors import ConfigError
+from dstlab.sparse.linear import SparseLinear
+from dstlab.topology.masks import MaskedTarget, momentum_of
+
+
+@dataclass(frozen=True)
+class SparseRule:
+    """Which Linear weights the sparse backend stores as CSR (the rest stay masked-dense).
+
+    ``force=True`` makes every eligible Linear sparse, ``force=False`` none; otherwise a layer
+    goes sparse when its density is at most ``max_density`` and it has ``min_weights`` or more.
+    """
+
+    max_density: float = 0.3
+    min_weights: int = 16_384
+    force: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_density <= 1.0:
+            raise ConfigError(f"max_density must be in [0, 1], got {self.max_density}.")
+        if self.min_weights < 0:
+            raise ConfigError(f"min_weights must be >= 0, got {self.min_weights}.")
+        if self.force not in (None, True, False):
+            raise ConfigError(f"force must be None, True or False, got {self.force!r}.")
+
+    def wants_sparse(self, shape: tuple[int, ...], density: float) -> bool:
+        if self.force is not None:
+            return self.force
+        numel = shape[0] * shape[1]
+        return density <= self.max_density and numel >= self.min_weights
+
+
+_RULE = [SparseRule()]
+
+
+def current_rule() -> SparseRule:
+    return _RULE[-1]
+
+
+@contextlib.contextmanager
+def sparse_rule(
+    rule: SparseRule | None = None, **fields: float | int | bool | None
+) -> Iterator[SparseRule]:
+    """Use another rule for the ``DST(..., backend="sparse")`` objects built inside the block,
+    e.g. ``with sparse_rule(force=True): dst = DST(...)``."""
+    chosen = rule if rule is not None else SparseRule(**fields)  # type: ignore[arg-type]
+    _RULE.append(chosen)
+    try:
+        yield chosen
+    finally:
+        _RULE.remove(chosen)
+
+
+def set_sparse_rule(rule: SparseRule) -> None:
+    """Make ``rule`` the default for every later ``DST(..., backend="sparse")``."""
+    _RULE[0] = rule
+
+
+# ---------------------------------------------------------------------------------- target
+
+
+class SparseTarget:
+    """One :class:`SparseLinear` seen by the engine as a dense weight with a bool mask.
+
+    The dense views (weight, gradient, momentum, mask) are built only when the engine asks, at
+    update steps; the training step itself touches only the active values. The dense gradient
+    (inactive positions included, for gradient growth) is ``Σ gyᵀ x`` over the batches captured
+    by the layer's backward since the last step; it is computed once per update and released
+    at the next :meth:`mask_grad`.
+    """
+
+    def __init__(self, name: str, layer: SparseLinear, optimizer: torch.optim.Optimizer):
+        self.name = name
+        self.layer = layer
+        self.optimizer = optimizer
+        self.shape = layer.shape
+        self.numel = layer.out_features * layer.in_features
+        self._mask: torch.Tensor | None = None
+        self._dense_grad: torch.Tensor | None = None
+        layer.capture = []
+
+    @property
+    def param(self) -> nn.Parameter:
+        return self.layer.values
+
+    @property
+    def mask(self) -> torch.Tensor:
+        if self._mask is None:
+            self._mask = self.layer.mask()
+        return self._mask
+
+    @mask.setter
+    def mask(self, value: torch.Tensor) -> None:
+        """Adopt a saved mask (``DST.load_state_dict``): weights already at those positions keep
+        their values and state, any other position starts at 0."""
+        value = value.to(dtype=torch.bool).reshape(self.shape)
+        if not torch.equal(value, self.mask):
+            self._remap(value, changed=None)
+        self._mask = value
+
+    @property
+    def active(self) -> int:
+        return self.layer.nnz
+
+    def weight(self) -> torch.Tensor:
+        return self.layer.to_dense()
+
+    def grad(self) -> torch.Tensor | None:
+        if self._dense_grad is None and self.layer.capture:
+            dense = None
+            for xt, gyt in self.layer.capture:
+                part = gyt @ xt.t()
+                dense = part if dense is None else dense.add_(part)
+            self._dense_grad = dense
+        if self._dense_grad is not None:
+            return self._dense_grad
+        g = self.layer.values.grad
+        return None if g is None else self.layer.to_dense(g)
+
+    def momentum(self, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+        m = momentum_of(optimizer, self.layer.values)
+        return None if m is None else self.layer.to_dense(m)
+
+    def mask_grad(self) -> None:
+        """Nothing to mask (only active gradients exist); release the update-step buffers."""
+        self.layer.capture.clear()
+        self._dense_grad = None
+
+    @torch.no_grad()
+    def apply(self, new_mask: torch.Tensor, changed: torch.Tensor, optimizer) -> None:
+        """Rebuild the structure at ``new_mask``; values and optimizer state restart at 0 at
+        every ``changed`` position, the gradient there is the dense one (as in masked-dense)."""
+        self._remap(new_mask, changed)
+        self._mask = new_mask
+        self.mask_grad()
+
+    def enforce(self, optimizer) -> None:
+        """Inactive weights are not stored, so they are zero by construction."""
+
+    def _remap(self, new_mask: torch.Tensor, changed: torch.Tensor | None) -> None:
+        layer = self.layer
+        old_flat = layer.flat_positions()
+        new_flat = new_mask.reshape(-1).nonzero().squeeze(1)
+        # where each new position sits among the old ones (if it was active and is not changed)
+        idx = torch.searchsorted(old_flat, new_flat).clamp_(max=max(old_flat.numel() - 1, 0))
+        kept = (
+            old_flat[idx] == new_flat
+            if old_flat.numel()
+            else torch.zeros_like(new_flat, dtype=torch.bool)
+        )
+        if changed is not None:
+            kept &= ~changed.reshape(-1)[new_flat]
+        src, dst = idx[kept], kept.nonzero().squeeze(1)
+
+        def moved(old: torch.Tensor) -> torch.Tensor:
+            new = old.new_zeros(new_flat.numel())
+            new[dst] = old[src]
+            return new
+
+        values = layer.values
+        grad = values.grad
+        new_grad = None
+        if grad is not None:
+            new_grad = moved(grad)
+            dense = self.grad() if layer.capture else None
+            if dense is not None:  # grown or regrown positions take the dense gradient
+                fresh = (~kept).nonzero().squeeze(1)
+                new_grad[fresh] = dense.reshape(-1)[new_flat[fresh]]
+        state = self.optimizer.state.get(values, {})
+        for key, buf in list(state.items()):
+            if torch.is_tensor(buf) and buf.shape == values.shape:
+                state[key] = moved(buf)
+        layer.set_positions(new_flat, moved(values.detach()))
+        values.grad = new_grad
+
+
+# ---------------------------------------------------------------------------------- the swap
+
+
+def build_targets(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: dict[str, nn.Parameter],
+    masks: dict[str, torch.Tensor],
+    rule: SparseRule | None = None,
+) -> list:
+    """The engine's targets: :class:`SparseTarget` for every Linear weight the rule picks (the
+    layer is swapped for a SparseLinear in ``model`` and ``optimizer``), MaskedTarget otherwise."""
+    rule = rule or current_rule()
+    modules = dict(model.named_modules())
+    targets: list = []
+    for name, param in params.items():
+        module_name, _, attr = name.rpartition(".")
+        module = modules.get(module_name)
+        mask = masks[name]
+        density = float(mask.sum()) / mask.numel()
+        eligible = (
+            type(module) is nn.Linear  # subclasses (e.g. attention projections) read .weight
+            and attr == "weight"
+            and param.device.type == "cpu"
+            and param.dtype in (torch.float32, torch.float64)
+            and rule.wants_sparse(tuple(param.shape), density)
+        )
+        if eligible:
+            layer = swap_linear(model, module, mask, optimizer)
+            targets.append(SparseTarget(name, layer, optimizer))
+        else:
+            targets.append(MaskedTarget(name, param, mask))
+    return targets
+
+
+def swap_linear(
+    model: nn.Module, linear: nn.Linear, mask: torch.Tensor, optimizer: torch.optim.Optimizer
+) -> SparseLinear:
+    """Replace ``linear`` (everywhere it appears in ``model``) by its SparseLinear twin at
+    ``mask``; the optimizer then holds the twin's values in place of the weight (same group,
+    same position, state gathered at the active positions). The bias Parameter is shared."""
+    layer = SparseLinear.from_dense(linear, mask)
+    if linear.bias is not None:
+        layer.bias = linear.bias  # the same object: the optimizer and its state stay valid
+    for parent in model.modules():
+        for child_name, child in list(parent.named_children()):
+            if child is linear:
+                setattr(parent, child_name, layer)
+    flat = layer.flat_positions()
+    replace_parameter(optimizer, linear.weight, layer.values, lambda t: t.reshape(-1)[flat].clone())
+    return layer
+
+
+def replace_parameter(optimizer, old: nn.Parameter, new: nn.Parameter, convert) -> None:
+    """Put ``new`` where ``old`` is in the optimizer's groups; its per-element state through
+    ``convert``, other state (e.g. Adam's step) as is."""
+    for group in optimizer.param_groups:
+        group["params"][:] = [new if p is old else p for p in group["params"]]
+    if old in optimizer.state:
+        state = optimizer.state.pop(old)
+        optimizer.state[new] = {
+            k: convert(v) if torch.is_tensor(v) and v.shape == old.shape else v
+            for k, v in state.items()
+        }
