@@ -127,7 +127,7 @@ def rank_test(means: pd.DataFrame, band: str = "all", alpha: float = ALPHA) -> R
     if k < 2:
         return RankTest(band, mean_ranks, n, None, None, "", reason="fewer than two criteria")
     if n < MIN_BLOCKS:
-        reason = f"only {n} complete block(s); a rank test needs at least {MIN_BLOCKS}"
+        reason = f"only {n} complete block{'s' if n != 1 else ''}; a rank test needs at least {MIN_BLOCKS}"
         return RankTest(band, mean_ranks, n, None, None, "", reason=reason)
     from autorank import autorank  # heavy import (statsmodels), only when a test runs
 

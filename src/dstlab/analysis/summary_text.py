@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 
+def _blocks(n: int) -> str:
+    return f"{n} block" if n == 1 else f"{n} blocks"
+
+
 def _rank_sentence(test, label: str) -> str:
     ranks = test.mean_ranks
     best, best_rank = ranks.index[0], float(ranks.iloc[0])
-    text = f"{label}, {best} has the best mean rank ({best_rank:.2f} over {test.n_blocks} blocks"
+    text = f"{label}, {best} has the best mean rank ({best_rank:.2f} over {_blocks(test.n_blocks)}"
     if len(ranks) < 2:
         return text + ")."
     second, second_rank = ranks.index[1], float(ranks.iloc[1])
@@ -56,7 +60,7 @@ def summarize(facts: dict[str, Any]) -> str:
     if tied:
         out.append(
             f"At density {tied['density']:g}, {tied['criterion']} is best or statistically tied "
-            f"with the best in {tied['count']} of {tied['blocks']} blocks."
+            f"with the best in {tied['count']} of {_blocks(tied['blocks'])}."
         )
     for setup, f in list((facts.get("lowest") or {}).items())[:4]:
         text = (
