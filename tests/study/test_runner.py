@@ -14,10 +14,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from fake_runs import SLEEP, START_LOG, fake_train
 
 from dstlab.study import read_results, run_study
 from dstlab.study.spec import parse_spec
-from fake_runs import SLEEP, START_LOG, fake_train
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"

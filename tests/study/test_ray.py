@@ -1,0 +1,39 @@
+"""The Ray executor on a local Ray started by the test: every run once, results in the store."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fake_runs import SLEEP, START_LOG, fake_train
+
+from dstlab.study import read_results, run_study
+
+ray = pytest.importorskip("ray")
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_ray_executor_runs_every_run_once_and_the_driver_records_them(tmp_path, monkeypatch):
+    log = tmp_path / "starts.log"
+    monkeypatch.setenv(START_LOG, str(log))
+    monkeypatch.setenv(SLEEP, "0")
+    # Ray's workers inherit the environment of the driver that starts the local cluster
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: r\nbase: {epochs: 1}\ngrid:\n  seed: [0, 1, 2]\n  lr: [0.01, 0.5]\n")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        report = run_study(
+            spec, tmp_path / "study", executor="ray", threads=1, run_fn=fake_train, progress=False
+        )
+    finally:
+        ray.shutdown()
+    assert report.counts["done"] == 3 and report.counts["failed"] == 3 and report.ran == 6
+    frame = read_results(tmp_path / "study")
+    assert frame["error"].dropna().str.startswith("ValueError: boom").all()
+    starts = Counter(line.split()[0] for line in log.read_text().splitlines())
+    assert sorted(starts) == sorted(frame["run_id"]) and set(starts.values()) == {1}
