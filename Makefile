@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/dstlab demo --out runs/demo
+	$(VENV)/bin/dstlab study run studies/demo.yaml --out runs/demo
+	$(VENV)/bin/dstlab report runs/demo
 
 test: setup
 	$(PY) -m pytest -q
