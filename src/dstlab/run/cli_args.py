@@ -95,7 +95,7 @@ def register(subparsers: Any) -> None:
                 flag,
                 dest=_PREFIX + f.name,
                 default=argparse.SUPPRESS,
-                metavar=_metavar(str(f.type)),
+                metavar="DIR" if f.name == "data_dir" else _metavar(str(f.type)),
                 help=text,
             )
     train.set_defaults(func=run_train)

@@ -282,11 +282,8 @@ class _Run:
                 self.metrics.write({"kind": "update", "epoch": self.epoch + 1, **record})
             bar.update(1)
             if self.batch % 10 == 0:
-                bar.set_postfix(
-                    epoch=f"{self.epoch + 1}/{c.epochs}",
-                    loss=f"{self.sums[0] / self.sums[2]:.4f}",
-                    acc=f"{self.sums[1] / self.sums[2]:.3f}",
-                    refresh=False,
+                self._show(
+                    bar, self.epoch + 1, self.sums[0] / self.sums[2], self.sums[1] / self.sums[2]
                 )
             due = time.monotonic() - self.last_save >= c.checkpoint_seconds
             if due and self.batch < self.batches:  # the epoch end saves anyway
@@ -318,12 +315,19 @@ class _Run:
         self.epoch += 1
         self.batch = 0
         self.sums = [0.0, 0, 0]
-        bar.set_postfix(
-            epoch=f"{self.epoch}/{self.config.epochs}",
-            loss=f"{record['train_loss']:.4f}",
-            val=f"{val_acc:.3f}" if val_acc is not None else "-",
-        )
+        self._show(bar, self.epoch, record["train_loss"], record["train_acc"])
         self._save()
+
+    def _show(self, bar: Any, epoch: int, loss: float, acc: float) -> None:
+        """Progress-bar fields: this epoch's running train loss/accuracy, last validation acc."""
+        val = self.history[-1]["val_acc"] if self.history else None
+        bar.set_postfix(
+            epoch=f"{epoch}/{self.config.epochs}",
+            loss=f"{loss:.4f}",
+            acc=f"{acc:.3f}",
+            val="-" if val is None else f"{val:.3f}",
+            refresh=False,
+        )
 
     # ---- the whole run --------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
