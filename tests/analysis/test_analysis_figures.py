@@ -49,8 +49,15 @@ def test_accuracy_figure_has_a_line_per_criterion_and_baselines():
 
 
 def test_update_period_and_dynamics_figures_have_data():
-    fig = figures.update_period(_summary(), "s", "test_acc")
+    fig = figures.against_factor(_summary(), "update_every", "s", "test_acc", "ΔT")
     assert _lines(fig) == 4 * 2  # 4 panels (growth x density), 2 criteria each
+    assert all(ax.get_xscale() == "log" for ax in fig.axes if ax.axison)
+    plt.close(fig)
+    one = _summary()
+    one = one[(one.criterion == "magnitude") | (one.update_every == 100)]
+    fig = figures.against_factor(one, "update_every", "s", "test_acc", "ΔT")
+    dotted = [line for ax in fig.axes for line in ax.lines if line.get_linestyle() == ":"]
+    assert len(dotted) == 4  # 'set' at one value only: a reference line in every panel
     plt.close(fig)
     curves = pd.DataFrame(
         [

@@ -87,9 +87,10 @@ def test_sections_without_data_say_why(tmp_path):
     index = write_report(table, tmp_path / "report")
     page = index.read_text()
     assert page.count('class="missing"') == 4  # rankings, similarity, update period, dynamics
+    assert 'id="other-options"' not in page  # nothing else varies: no section at all
     assert "at least two pruning criteria" in page
     assert "single update period" in page
-    assert "No run logged topology updates" in page
+    assert "no ITOP or churn curves" in page
     for name in ("summary.csv", "ranks.csv", "similarity.csv"):
         assert (tmp_path / "report" / name).is_file()
     assert list(pd.read_csv(tmp_path / "report" / "similarity.csv").columns) == [
@@ -124,3 +125,24 @@ def test_custom_record_reader_is_used(tmp_path):
     assert len(calls) == len(table)
     assert '<section id="dynamics">' in page and "ITOP rate ranges from 0.50" in page
     assert Path(tmp_path / "r" / "dynamics_final.csv").is_file()
+
+
+@pytest.mark.slow
+def test_other_varied_options_get_curves_or_tables(tmp_path):
+    table = results_table(
+        criteria=("magnitude", "mest"),
+        growths=("random",),
+        densities=(0.1,),
+        seeds=2,
+        baselines=False,
+    )
+    mest = table[table.prune == "mest"]
+    sweep = [mest.assign(gamma=g, run_id=mest.run_id + f"g{g}") for g in (0.01, 100.0)]
+    global_ = table.assign(selection="global", run_id=table.run_id + "glob")
+    index = write_report(pd.concat([table, *sweep, global_], ignore_index=True), tmp_path / "r")
+    page = index.read_text()
+    assert '<section id="other-options">' in page
+    assert "figures/gamma-digits-mlp.png" in page  # numeric: a curve against gamma
+    assert "by selection" in page and "selection=global" in page  # a name: a table
+    by_gamma = pd.read_csv(tmp_path / "r" / "by_gamma.csv")
+    assert sorted(by_gamma[by_gamma.criterion == "mest"].gamma) == [0.01, 1.0, 100.0]

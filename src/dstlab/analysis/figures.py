@@ -171,18 +171,30 @@ def jaccard_vs_step(curves: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def update_period(table: pd.DataFrame, title: str, metric: str) -> Figure:
-    """A panel per (growth, density), a line per criterion: accuracy against update period."""
+def against_factor(table: pd.DataFrame, factor: str, title: str, metric: str, label: str) -> Figure:
+    """A panel per (growth, density), a line per criterion: accuracy against a numeric option
+    (log axis for the update period, and for any option spanning a decade or more). A criterion tried at one value only (e.g. plain
+    magnitude in a MEST gamma sweep) is drawn as a dotted reference line."""
     panels = list(table.groupby(["growth", "density"], sort=True).groups)
     colours = _colours(list(table["criterion"].unique()))
+    values = table[factor].astype(float)
+    positive = values[values > 0]
+    spread = positive.max() / positive.min() if len(positive) else 0.0
+    log = len(positive) == len(values) and (factor == "update_every" or spread >= 10)
     fig, axes = _grid(len(panels))
     for ax, (growth, density) in zip(axes, panels, strict=True):
         rows = table[(table["growth"] == growth) & (table["density"] == density)]
         for criterion, line in rows.groupby("criterion", sort=False):
-            line = line.sort_values("update_every")
-            _line(ax, line.update_every, line["mean"], line["std"], criterion, colours[criterion])
-        _log_x(ax, rows["update_every"], base=2)
-        ax.set_xlabel("update period ΔT (steps)")
+            line = line.sort_values(factor)
+            if len(line) == 1:
+                mean = float(line["mean"].iloc[0])
+                at = line[factor].iloc[0]
+                ax.axhline(mean, color=colours[criterion], ls=":", label=f"{criterion} ({at:g})")
+                continue
+            _line(ax, line[factor], line["mean"], line["std"], criterion, colours[criterion])
+        if log:
+            _log_x(ax, rows[factor], base=2 if factor == "update_every" else 10)
+        ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.set_title(f"growth {growth}, density {density:g}", fontsize=9)
         ax.grid(True, alpha=0.3)

@@ -314,6 +314,35 @@ def _jaccard_curves(pairs: pd.DataFrame) -> pd.DataFrame:
     return out.fillna(0.0).reset_index()
 
 
+def _numeric(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values.where(values != NONE), errors="coerce")
+
+
+def _factor_curves(ctx: _Context, factor: str, label: str) -> tuple[list[Figure], pd.DataFrame]:
+    """Per setup, accuracy against one numeric factor with the other factors at their modes."""
+    summary = ctx.summary[~ctx.summary["criterion"].isin(BASELINES)]
+    figs, tables = [], []
+    for setup in sorted(summary["setup"].unique()):
+        runs = ctx.res.dst[ctx.res.dst["setup"] == setup]
+        fixed = ctx.fixed(runs, exclude=(factor,))
+        rows = at_values(summary[summary["setup"] == setup], fixed).copy()
+        rows[factor] = _numeric(rows[factor])
+        rows = rows.dropna(subset=[factor])
+        if rows[factor].nunique() < 2:
+            continue
+        caption = (
+            f"{setup}: {ctx.res.metric} against {label}, mean ± std over seeds; dotted: a "
+            f"criterion run at one value only." + _fixed_note(fixed)
+        )
+        fig = figures.against_factor(rows, factor, setup, ctx.res.metric, label)
+        prefix = "update-period" if factor == "update_every" else figures.slug(factor)
+        figs.append(ctx.save(fig, f"{prefix}-{figures.slug(setup)}", caption))
+        tables.append(rows)
+    columns = ["setup", "growth", "criterion", "density", factor, "mean", "std", "n"]
+    table = pd.concat(tables)[columns] if tables else pd.DataFrame(columns=columns)
+    return figs, table
+
+
 def _update_period(ctx: _Context) -> Section:
     sec = Section("update-period", "Update period")
     if "update_every" not in ctx.res.factors:
@@ -321,34 +350,58 @@ def _update_period(ctx: _Context) -> Section:
             "The study uses a single update period (update_every), so there is no ΔT curve."
         )
         return sec
-    summary = ctx.summary[~ctx.summary["criterion"].isin(BASELINES)]
-    tables = []
-    for setup in sorted(summary["setup"].unique()):
-        runs = ctx.res.dst[ctx.res.dst["setup"] == setup]
-        fixed = ctx.fixed(runs, exclude=("update_every",))
-        rows = at_values(summary[summary["setup"] == setup], fixed).copy()
-        rows["update_every"] = pd.to_numeric(rows["update_every"], errors="coerce")
-        rows = rows.dropna(subset=["update_every"])
-        if rows["update_every"].nunique() < 2:
-            continue
-        caption = (
-            f"{setup}: {ctx.res.metric} against update period ΔT (log axis), mean ± std over seeds."
-            + _fixed_note(fixed)
-        )
-        fig = figures.update_period(rows, setup, ctx.res.metric)
-        sec.figures.append(ctx.save(fig, f"update-period-{figures.slug(setup)}", caption))
-        tables.append(rows)
-    if not tables:
+    figs, table = _factor_curves(ctx, "update_every", "update period ΔT (steps)")
+    if not figs:
         sec.missing = (
             "No setup has runs at two or more update periods under otherwise equal settings."
         )
         return sec
-    table = pd.concat(tables)[
-        ["setup", "growth", "criterion", "density", "update_every", "mean", "std", "n"]
-    ]
+    sec.figures.extend(figs)
     sec.files.append(ctx.csv(table, "update_period.csv"))
     best = table.loc[table.groupby(["setup", "growth", "criterion", "density"])["mean"].idxmax()]
     ctx.facts["update_period"] = best["update_every"].astype(int).value_counts().to_dict()
+    return sec
+
+
+def _other_factors(ctx: _Context) -> Section | None:
+    """Every other option the study varies: curves for numbers, a table for names (no section
+    at all when the study varies nothing else)."""
+    sec = Section("other-options", "Other varied options")
+    others = [f for f in ctx.res.factors if f != "update_every"]
+    if not others:
+        return None
+    dst = ctx.summary[~ctx.summary["criterion"].isin(BASELINES)]
+    for factor in others:
+        values = dst.loc[dst[factor] != NONE, factor]
+        if values.empty:
+            continue
+        if _numeric(values).notna().all():
+            figs, table = _factor_curves(ctx, factor, factor)
+            if figs:
+                sec.figures.extend(figs)
+                sec.files.append(ctx.csv(table, f"by_{factor}.csv"))
+                continue
+        cells = dst[dst[factor] != NONE].assign(cell=lambda t: t.apply(_cell, axis=1))
+        wide = cells.pivot_table(
+            index=["setup", "growth", "criterion", "density"],
+            columns=factor,
+            values="cell",
+            aggfunc="first",
+        )
+        if wide.shape[1] < 2 or wide.notna().sum(axis=1).max() < 2:
+            sec.paragraphs.append(
+                f"{factor} differs between setups or criteria only, never within one comparison."
+            )
+            continue
+        wide.columns = [f"{factor}={c}" for c in wide.columns]
+        sec.tables.append(
+            (
+                f"{ctx.res.metric} by {factor}: mean ± std (n)",
+                table_html(wide.reset_index().fillna("")),
+            )
+        )
+    if not (sec.figures or sec.tables or sec.paragraphs):
+        sec.missing = "The other varied options have no comparable runs."
     return sec
 
 
@@ -360,7 +413,10 @@ def _dynamics(ctx: _Context, obs: Observations) -> Section:
         updates[column] = pd.to_numeric(updates[column], errors="coerce")
     updates = updates.dropna(subset=["step", "itop", "churn"])
     if updates.empty:
-        sec.missing = "No run logged topology updates (dense and static runs have none)."
+        sec.missing = (
+            "No run's metrics.jsonl holds topology-update records (dense and static runs have "
+            "none), so there are no ITOP or churn curves."
+        )
         return sec
     finals = []
     for setup, part in updates.groupby("setup", sort=True):
@@ -417,15 +473,17 @@ def write_report(
     ctx = _Context(res, out)
     shutil.rmtree(ctx.figdir, ignore_errors=True)  # no stale figures from an earlier report
     obs = collect(res.runs, read)
-    sections = [
+    sections: list[Section | None] = [
         _overview(ctx),
         _accuracy(ctx),
         _rankings(ctx),
         _similarity(ctx, obs),
         _update_period(ctx),
+        _other_factors(ctx),
         _dynamics(ctx, obs),
     ]
-    page = render(title, f"{res.total} runs; accuracy = {metric}.", summarize(ctx.facts), sections)
+    shown = [s for s in sections if s is not None]
+    page = render(title, f"{res.total} runs; accuracy = {metric}.", summarize(ctx.facts), shown)
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
