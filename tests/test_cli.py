@@ -136,6 +136,18 @@ def test_unknown_names_are_one_sentence(tmp_path, capsys):
     assert "magnitud" in err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_device_is_one_sentence(tmp_path, capsys):
+    err = _fails(["train", "--device", "cuda", "--out", str(tmp_path / "run")], capsys)
+    assert "'cuda' is not available" in err
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    err = _fails(["train", "--out", str(tmp_path / "file" / "run")], capsys)
+    assert "cannot create the run directory" in err
+
+
 def test_list_prints_what_exists(capsys):
     assert main(["list", "models"]) == 0
     assert {"mlp", "mlp_cifar10", "resnet56"} <= set(capsys.readouterr().out.split())

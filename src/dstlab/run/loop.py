@@ -46,7 +46,10 @@ def train(
     a run that already finished returns its stored result. A non-finite loss ends the run as
     `diverged`; any other exception writes a `failed` result.json and is re-raised."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the run directory {out} ({error.strerror}).") from None
     previous = files.read_json(out / files.RESULT)
     has_checkpoint = (out / files.CHECKPOINT).exists()
     if not resume and (has_checkpoint or (previous or {}).get("status") in _FINAL):
