@@ -109,6 +109,12 @@ def test_a_study_with_no_finished_run_still_reports(tmp_path):
     assert f"{len(table)} excluded" in page
 
 
+def test_a_study_without_runs_gives_an_empty_report(tmp_path):
+    page = write_report(pd.DataFrame(), tmp_path / "r").read_text()
+    assert "The study has no runs yet" in page
+    assert (tmp_path / "r" / "summary.csv").is_file()
+
+
 @pytest.mark.slow
 def test_custom_record_reader_is_used(tmp_path):
     table = results_table(

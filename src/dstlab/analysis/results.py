@@ -89,6 +89,8 @@ def prepare(results: pd.DataFrame, metric: str = "test_acc") -> Results:
     """Keep the runs with status ``done`` and a finite ``metric``; add the analysis columns."""
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}.")
+    if len(results) == 0 and len(results.columns) == 0:  # a study with no runs yet
+        results = pd.DataFrame(columns=["run_id", "status", *_identity_fields(), metric, "run_dir"])
     missing = [
         c for c in ("status", "data", "model", "mode", "density", "seed") if c not in results
     ]

@@ -46,6 +46,8 @@ def _rank_sentence(test, label: str) -> str:
 def summarize(facts: dict[str, Any]) -> str:
     """One paragraph; every sentence depends on a computed number, none is fixed text."""
     used = facts.get("used", 0)
+    if not facts.get("total"):
+        return "The study has no runs yet, so there is nothing to summarise."
     if not used:
         return f"None of the {facts.get('total', 0)} runs has finished, so there is nothing to summarise."
     out = [f"{used} of {facts['total']} runs finished and are analysed ({facts['metric']})."]
