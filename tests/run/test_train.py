@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+import dstlab.data
 import dstlab.models
 from dstlab.errors import ConfigError
 from dstlab.run import RunConfig, train
@@ -234,3 +235,30 @@ def test_checkpoint_holds_everything_a_resume_needs(tmp_path):
     assert ckpt["metrics_bytes"] == (tmp_path / "metrics.jsonl").stat().st_size
     assert isinstance(ckpt["rng"]["global"]["cpu"], torch.Tensor)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _binary_dataset(*args, **kwargs):
+    """A separable two-class problem in the shape of a Higgs-like dataset (num_classes == 1)."""
+    from dstlab.data import Dataset, TensorSplit
+    from dstlab.data.transforms import FloatInput
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(900, 24, generator=gen)
+    y = (x[:, :3].sum(1) > 0).float()
+    split = [TensorSplit(x[i : i + 300], y[i : i + 300]) for i in (0, 300, 600)]
+    return Dataset("binary", *split, input_shape=(24,), num_classes=1, preprocess=FloatInput())
+
+
+def test_a_binary_task_trains_with_bce_on_one_logit(tmp_path, monkeypatch):
+    monkeypatch.setattr(dstlab.data, "load_dataset", _binary_dataset)
+    config = small(epochs=10, model="mlp_higgs", label_smoothing=0.1, density=0.5)
+    result = train(config, tmp_path, progress=False)
+    assert result["status"] == "done"
+    assert result["test_acc"] > 0.8
+    assert result["final_train_loss"] > 0.1  # label smoothing keeps the BCE above 0
+
+
+def test_without_validation_the_final_model_stands_in_for_the_best(tmp_path):
+    result = train(small(epochs=1, val_fraction=0.0), tmp_path, progress=False)
+    assert result["best_val_acc"] is None and result["best_val_epoch"] is None
+    assert result["test_acc_best_val"] == result["test_acc"]
