@@ -18,6 +18,7 @@ from torch import nn
 
 from dstlab.errors import ConfigError
 from dstlab.sparse.linear import SparseLinear
+from dstlab.sparse.update import rebuild
 from dstlab.topology.masks import MaskedTarget, momentum_of
 
 
@@ -156,40 +157,11 @@ class SparseTarget:
         """Inactive weights are not stored, so they are zero by construction."""
 
     def _remap(self, new_mask: torch.Tensor, changed: torch.Tensor | None) -> None:
-        layer = self.layer
-        old_flat = layer.flat_positions()
         new_flat = new_mask.reshape(-1).nonzero().squeeze(1)
-        # where each new position sits among the old ones (if it was active and is not changed)
-        idx = torch.searchsorted(old_flat, new_flat).clamp_(max=max(old_flat.numel() - 1, 0))
-        kept = (
-            old_flat[idx] == new_flat
-            if old_flat.numel()
-            else torch.zeros_like(new_flat, dtype=torch.bool)
-        )
-        if changed is not None:
-            kept &= ~changed.reshape(-1)[new_flat]
-        src, dst = idx[kept], kept.nonzero().squeeze(1)
-
-        def moved(old: torch.Tensor) -> torch.Tensor:
-            new = old.new_zeros(new_flat.numel())
-            new[dst] = old[src]
-            return new
-
-        values = layer.values
-        grad = values.grad
-        new_grad = None
-        if grad is not None:
-            new_grad = moved(grad)
-            dense = self.grad() if layer.capture else None
-            if dense is not None:  # grown or regrown positions take the dense gradient
-                fresh = (~kept).nonzero().squeeze(1)
-                new_grad[fresh] = dense.reshape(-1)[new_flat[fresh]]
-        state = self.optimizer.state.get(values, {})
-        for key, buf in list(state.items()):
-            if torch.is_tensor(buf) and buf.shape == values.shape:
-                state[key] = moved(buf)
-        layer.set_positions(new_flat, moved(values.detach()))
-        values.grad = new_grad
+        reset = None if changed is None else changed.reshape(-1)[new_flat]
+        dense = self.grad() if self.layer.capture else None
+        fresh = None if dense is None else (lambda flat: dense.reshape(-1)[flat])
+        rebuild(self.layer, self.optimizer, new_flat, reset, fresh)
 
 
 # ---------------------------------------------------------------------------------- the swap

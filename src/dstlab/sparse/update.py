@@ -1,0 +1,175 @@
+"""Topology updates done entirely in the sparse representation, for layers too large to hold
+densely (the DST engine's targets hand it dense views, which such layers cannot afford).
+
+Pruning works on the active values only, so every pruning criterion of SPEC §4 applies
+unchanged (scores are elementwise over the active weights). Growth is ``random`` (rejection
+sampling among inactive positions, no dense tensor) or ``gradient`` (RigL): the dense gradient
+``gyᵀ x`` is formed a block of rows at a time from the last backward's captured batch, keeping a
+running top-n, so memory stays at one block.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dstlab.errors import ConfigError
+from dstlab.sparse.linear import SparseLinear
+from dstlab.topology.criteria import Pruner, get_pruner
+from dstlab.topology.selection import highest_k
+
+GROWTH = ("random", "gradient")
+
+
+def rebuild(
+    layer: SparseLinear,
+    optimizer: torch.optim.Optimizer | None,
+    new_flat: torch.Tensor,
+    reset: torch.Tensor | None = None,
+    fresh_grad=None,
+) -> torch.Tensor:
+    """Move ``layer`` to the sorted positions ``new_flat``. Positions that were active keep their
+    value, gradient and optimizer state unless ``reset`` (bool over ``new_flat``) marks them;
+    the others start at 0 (their gradient from ``fresh_grad(flat)`` if given). Returns the bool
+    over ``new_flat`` of the positions that kept their state."""
+    old_flat = layer.flat_positions()
+    if old_flat.numel():
+        idx = torch.searchsorted(old_flat, new_flat).clamp_(max=old_flat.numel() - 1)
+        kept = old_flat[idx] == new_flat
+    else:
+        idx = torch.zeros_like(new_flat)
+        kept = torch.zeros(new_flat.numel(), dtype=torch.bool)
+    if reset is not None:
+        kept &= ~reset
+    src, dst = idx[kept], kept.nonzero().squeeze(1)
+
+    def moved(old: torch.Tensor) -> torch.Tensor:
+        new = old.new_zeros(new_flat.numel())
+        new[dst] = old[src]
+        return new
+
+    values = layer.values
+    grad = values.grad
+    new_grad = None
+    if grad is not None:
+        new_grad = moved(grad)
+        if fresh_grad is not None:
+            fresh = (~kept).nonzero().squeeze(1)
+            new_grad[fresh] = fresh_grad(new_flat[fresh]).to(grad.dtype)
+    if optimizer is not None:
+        state = optimizer.state.get(values, {})
+        for key, buf in list(state.items()):
+            if torch.is_tensor(buf) and buf.shape == values.shape:
+                state[key] = moved(buf)
+    layer.set_positions(new_flat, moved(values.detach()))
+    values.grad = new_grad
+    return kept
+
+
+def sampled_grad(layer: SparseLinear, flat: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """The dense gradient ``Σ gyᵀ x`` of the captured batches at the positions ``flat`` only."""
+    out = torch.zeros(flat.numel(), dtype=layer.values.dtype)
+    rows = torch.div(flat, layer.in_features, rounding_mode="floor")
+    cols = flat - rows * layer.in_features
+    for xt, gyt in layer.capture or []:
+        for s in range(0, flat.numel(), chunk):
+            r, c = rows[s : s + chunk], cols[s : s + chunk]
+            out[s : s + chunk] += (gyt[r] * xt[c]).sum(1)
+    return out
+
+
+def random_growth(
+    occupied: torch.Tensor, total: int, n: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``n`` distinct positions in ``[0, total)`` outside the sorted ``occupied``, uniformly."""
+    free = total - occupied.numel()
+    if n > free:
+        raise ValueError(f"cannot grow {n} of {free} inactive positions")
+    chosen = torch.empty(0, dtype=torch.int64)
+    while chosen.numel() < n:
+        need = n - chosen.numel()
+        draw = torch.randint(0, total, (need + need // 4 + 16,), generator=generator)
+        if occupied.numel():
+            at = torch.searchsorted(occupied, draw).clamp_(max=occupied.numel() - 1)
+            draw = draw[occupied[at] != draw]
+        # keep first occurrences in draw order, so the subset stays uniform when trimmed
+        merged = torch.cat([chosen, draw])
+        uniq, inverse = torch.unique(merged, return_inverse=True)
+        first = torch.full((uniq.numel(),), merged.numel(), dtype=torch.int64)
+        first.scatter_reduce_(0, inverse, torch.arange(merged.numel()), reduce="amin")
+        chosen = merged[first.sort().values]
+    return chosen[:n]
+
+
+def gradient_growth(
+    layer: SparseLinear,
+    occupied: torch.Tensor,
+    n: int,
+    generator: torch.Generator | None,
+    block_bytes: int = 64 << 20,
+) -> torch.Tensor:
+    """The ``n`` inactive positions of largest |dense gradient|, a block of rows at a time."""
+    if not layer.capture:
+        raise ConfigError(
+            "gradient growth needs the last batch's activations: set layer.capture = [] before "
+            "the backward of the update step."
+        )
+    n_out, n_in = layer.shape
+    rows_per_block = max(1, block_bytes // (4 * n_in))
+    best_scores = torch.empty(0)
+    best_flat = torch.empty(0, dtype=torch.int64)
+    for r0 in range(0, n_out, rows_per_block):
+        r1 = min(n_out, r0 + rows_per_block)
+        block = None
+        for xt, gyt in layer.capture:
+            part = gyt[r0:r1] @ xt.t()
+            block = part if block is None else block.add_(part)
+        score = block.abs_().reshape(-1)
+        lo, hi = torch.searchsorted(occupied, torch.tensor([r0 * n_in, r1 * n_in])).tolist()
+        score[occupied[lo:hi] - r0 * n_in] = -1.0  # active positions never compete
+        k = min(n, score.numel())
+        top = torch.topk(score, k, sorted=False)
+        best_scores = torch.cat([best_scores, top.values.float()])
+        best_flat = torch.cat([best_flat, top.indices + r0 * n_in])
+        if best_scores.numel() > 2 * n:  # keep the running candidates small
+            keep = torch.topk(best_scores, n, sorted=False).indices
+            best_scores, best_flat = best_scores[keep], best_flat[keep]
+    pick = highest_k(best_scores, n, generator)
+    return best_flat[pick]
+
+
+@torch.no_grad()
+def update_layer(
+    layer: SparseLinear,
+    optimizer: torch.optim.Optimizer | None,
+    fraction: float,
+    prune: str | Pruner = "magnitude",
+    grow: str = "random",
+    generator: torch.Generator | None = None,
+) -> dict[str, int]:
+    """One prune-and-regrow of ``ceil(fraction · nnz)`` weights of ``layer``, in place, never
+    dense. New weights and their optimizer state start at 0 (their gradient is the dense one)."""
+    if grow not in GROWTH:
+        raise ConfigError(f"grow must be one of {', '.join(GROWTH)} here, got {grow!r}.")
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"fraction must be in [0, 1], got {fraction}.")
+    pruner = prune if isinstance(prune, Pruner) else get_pruner(prune)
+    nnz = layer.nnz
+    n = min(nnz, int(torch.tensor(fraction * nnz).ceil().item()))
+    values = layer.values.detach()
+    grad = layer.values.grad
+    everything = torch.ones(nnz, dtype=torch.bool)
+    removed = pruner.select(values, grad, everything, n, generator)
+    flat = layer.flat_positions()
+    kept_flat = flat[~removed]
+    total = layer.out_features * layer.in_features
+    if grow == "random":
+        grown = random_growth(kept_flat, total, n, generator)
+    else:
+        grown = gradient_growth(layer, kept_flat, n, generator)
+    new_flat, order = torch.cat([kept_flat, grown]).sort()
+    reset = order >= kept_flat.numel()  # grown (incl. regrown) positions restart at 0
+    fresh = (lambda f: sampled_grad(layer, f)) if layer.capture else None
+    rebuild(layer, optimizer, new_flat, reset, fresh)
+    if layer.capture is not None:
+        layer.capture.clear()
+    return {"active": layer.nnz, "removed": n, "grown": int(grown.numel())}
