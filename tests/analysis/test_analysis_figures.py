@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
 from dstlab.analysis import figures
 
@@ -45,20 +45,17 @@ def test_accuracy_figure_has_a_line_per_criterion_and_baselines():
         assert ax.get_xscale() == "log"
         assert any(line.get_linestyle() == "--" for line in ax.lines)  # dense
     assert figures.data_artists(fig) > 0
-    plt.close(fig)
 
 
 def test_update_period_and_dynamics_figures_have_data():
     fig = figures.against_factor(_summary(), "update_every", "s", "test_acc", "ΔT")
     assert _lines(fig) == 4 * 2  # 4 panels (growth x density), 2 criteria each
     assert all(ax.get_xscale() == "log" for ax in fig.axes if ax.axison)
-    plt.close(fig)
     one = _summary()
     one = one[(one.criterion == "magnitude") | (one.update_every == 100)]
     fig = figures.against_factor(one, "update_every", "s", "test_acc", "ΔT")
     dotted = [line for ax in fig.axes for line in ax.lines if line.get_linestyle() == ":"]
     assert len(dotted) == 4  # 'set' at one value only: a reference line in every panel
-    plt.close(fig)
     curves = pd.DataFrame(
         [
             {
@@ -76,7 +73,6 @@ def test_update_period_and_dynamics_figures_have_data():
     )
     fig = figures.dynamics(curves, "s")
     assert _lines(fig) == 2 * 2
-    plt.close(fig)
 
 
 def test_heatmaps_show_every_cell():
@@ -85,11 +81,11 @@ def test_heatmaps_show_every_cell():
     images = [ax for ax in fig.axes if ax.images]
     assert len(images) == 2
     assert all(len(ax.texts) == 4 for ax in images)
-    plt.close(fig)
 
 
 def test_an_empty_panel_is_refused(tmp_path):
-    fig, axes = plt.subplots(1, 2)
+    fig = Figure()
+    axes = fig.subplots(1, 2)
     axes[0].plot([1, 2], [3, 4])
     with pytest.raises(ValueError, match="empty panel"):
         figures.save(fig, tmp_path, "empty")
@@ -97,8 +93,18 @@ def test_an_empty_panel_is_refused(tmp_path):
 
 
 def test_save_writes_png_and_svg(tmp_path):
-    fig, ax = plt.subplots()
+    fig = Figure()
+    ax = fig.subplots()
     ax.plot([1, 2], [3, 4])
     assert figures.save(fig, tmp_path, "x") == "x.png"
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
     assert b"<svg" in (tmp_path / "x.svg").read_bytes()[:500]
+
+
+def test_figures_leave_pyplot_alone():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    m = pd.DataFrame([[1.0, 0.3], [0.3, 1.0]], index=["a", "b"], columns=["a", "b"])
+    figures.heatmap(m, "t")
+    assert plt.get_fignums() == before

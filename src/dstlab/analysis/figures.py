@@ -1,8 +1,9 @@
 """The report's figures: each function takes tidy tables and returns a matplotlib Figure.
 
-Figures are drawn with the Agg backend (no display needed) and saved as PNG and SVG by
-:func:`save`, which first checks that every visible axis holds data, so an empty plot is an
-error rather than a silent blank picture in the report."""
+Figures are plain ``matplotlib.figure.Figure`` objects, never pyplot's: they render with the
+Agg (PNG) and SVG canvases, need no display, and leave the caller's pyplot backend and figure
+list alone. :func:`save` writes PNG and SVG after checking that every visible axis holds data,
+so an empty plot is an error rather than a silent blank picture in the report."""
 
 from __future__ import annotations
 
@@ -12,15 +13,12 @@ import warnings
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import NullLocator  # noqa: E402
-
-from dstlab.analysis.similarity import order_criteria  # noqa: E402
+from dstlab.analysis.similarity import order_criteria
 
 _BASELINE_COLOUR = "0.35"
 
@@ -31,7 +29,7 @@ def slug(text: str) -> str:
 
 
 def _colours(names: list[str]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     ordered = order_criteria(names)
     return {name: cmap(i % 10) for i, name in enumerate(ordered)}
 
@@ -39,7 +37,8 @@ def _colours(names: list[str]) -> dict[str, tuple]:
 def _grid(n: int, max_cols: int = 3, size: tuple[float, float] = (4.2, 3.3)):
     cols = min(n, max_cols)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    fig = Figure(figsize=(size[0] * cols, size[1] * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_axis_off()
@@ -113,16 +112,21 @@ def cd_diagram(test) -> Figure:
     """autorank's critical-difference diagram: criteria joined by a bar do not differ."""
     from autorank import plot_stats
 
+    k = len(test.mean_ranks)
+    # autorank sizes its own pyplot figure like this; we draw on our own Figure instead
+    fig = Figure(figsize=(6, 0.65 + 0.1 * (k + 1) + max(0.4, 0.3 + 0.1 * k)))
+    ax = fig.add_axes((0, 0, 1, 1))
     # the axes fill the figure, so a title would be cut off: the caption names band, p and CD
-    ax = plot_stats(test.autorank_result, allow_insignificant=True, width=6)
-    return ax.figure
+    plot_stats(test.autorank_result, allow_insignificant=True, ax=ax)
+    return fig
 
 
 def heatmap(matrix: pd.DataFrame, title: str, ax=None) -> Figure:
     """An annotated Jaccard heatmap (0..1)."""
     if ax is None:
         k = len(matrix)
-        fig, ax = plt.subplots(figsize=(1.6 + 0.75 * k, 1.0 + 0.7 * k))
+        fig = Figure(figsize=(1.6 + 0.75 * k, 1.0 + 0.7 * k))
+        ax = fig.subplots()
     else:
         fig = ax.figure
     values = matrix.to_numpy(dtype=float)
@@ -207,7 +211,8 @@ def dynamics(curves: pd.DataFrame, title: str) -> Figure:
     """Rows per growth criterion; ITOP rate and churn against step, a line per criterion."""
     growths = sorted(curves["growth"].unique())
     colours = _colours(list(curves["criterion"].unique()))
-    fig, grid = plt.subplots(len(growths), 2, figsize=(9, 3.2 * len(growths)), squeeze=False)
+    fig = Figure(figsize=(9, 3.2 * len(growths)))
+    grid = fig.subplots(len(growths), 2, squeeze=False)
     for row, growth in zip(grid, growths, strict=True):
         part = curves[curves["growth"] == growth]
         for ax, column, label in zip(row, ("itop", "churn"), ("ITOP rate", "churn"), strict=True):
@@ -258,8 +263,10 @@ def save(fig: Figure, directory: Path, name: str) -> str:
             warnings.simplefilter("ignore")
             fig.tight_layout()  # once, rather than a layout engine at every save
         fig.savefig(directory / f"{name}.png", dpi=100)
-        with plt.rc_context({"svg.fonttype": "none"}):  # text stays text: smaller, searchable
+        with matplotlib.rc_context(
+            {"svg.fonttype": "none"}
+        ):  # text stays text: smaller, searchable
             fig.savefig(directory / f"{name}.svg")
     finally:
-        plt.close(fig)
+        fig.clear()  # free the artists now; the report makes many figures
     return f"{name}.png"
