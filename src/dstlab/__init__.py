@@ -1,5 +1,11 @@
 """dstlab: Dynamic Sparse Training for PyTorch (the public names of SPEC §10)."""
 
+import os
+
+# OpenMP threads that spin while they wait make small models up to 10x slower on a machine
+# with other work (measured: digits MLP, 2 threads); read once, when torch is first imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from dstlab.errors import ConfigError, DataError, DstlabError
 from dstlab.topology import (
     DST,
