@@ -47,6 +47,19 @@ def test_accuracy_figure_has_a_line_per_criterion_and_baselines():
     assert figures.data_artists(fig) > 0
 
 
+def test_each_dense_configuration_gets_its_own_dashed_line():
+    dst = _summary(("magnitude",))
+    dst = dst[(dst.update_every == 100) & (dst.growth == "random")]
+    dense = pd.DataFrame(
+        {"mean": [0.9, 0.92], "std": [0.0, 0.01], "label": ["dense", "dense (dropout=0.05)"]}
+    )
+    fig = figures.accuracy_vs_density(dst, dst.iloc[0:0], dense, "s", "test_acc")
+    ax = fig.axes[0]
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert [line.get_label() for line in dashed] == ["dense", "dense (dropout=0.05)"]
+    assert [line.get_ydata()[0] for line in dashed] == [0.9, 0.92]
+
+
 def test_update_period_and_dynamics_figures_have_data():
     fig = figures.against_factor(_summary(), "update_every", "s", "test_acc", "ΔT")
     assert _lines(fig) == 4 * 2  # 4 panels (growth x density), 2 criteria each

@@ -63,7 +63,8 @@ def _line(ax, x, mean, std, label, colour, **kw) -> None:
 def accuracy_vs_density(
     dst: pd.DataFrame, static: pd.DataFrame, dense: pd.DataFrame, title: str, metric: str
 ) -> Figure:
-    """A panel per growth criterion, a line per pruning criterion (mean ± std over seeds)."""
+    """A panel per growth criterion, a line per pruning criterion (mean ± std over seeds);
+    static sparse as its own dotted line, each row of ``dense`` as a dashed line."""
     growths = sorted(dst["growth"].unique()) if not dst.empty else ["-"]
     colours = _colours(list(dst["criterion"].unique()))
     fig, axes = _grid(len(growths))
@@ -74,11 +75,12 @@ def accuracy_vs_density(
         if not static.empty:
             rows = static.sort_values("density")
             _line(ax, rows.density, rows["mean"], rows["std"], "static", _BASELINE_COLOUR, ls=":")
-        if not dense.empty:
-            mean, std = float(dense["mean"].iloc[0]), float(dense["std"].iloc[0])
-            ax.axhline(mean, color="k", ls="--", lw=1, label="dense")
+        for i, (_, row) in enumerate(dense.iterrows()):
+            mean, std = float(row["mean"]), float(row["std"])
+            grey = str(0.45 * i / max(len(dense) - 1, 1))  # black, then lighter greys
+            ax.axhline(mean, color=grey, ls="--", lw=1, label=row.get("label", "dense"))
             if std > 0:
-                ax.axhspan(mean - std, mean + std, color="k", alpha=0.07, linewidth=0)
+                ax.axhspan(mean - std, mean + std, color=grey, alpha=0.07, linewidth=0)
         _log_x(ax, pd.concat([dst["density"], static["density"]]))
         ax.set_xlabel("density")
         ax.set_ylabel(metric)
