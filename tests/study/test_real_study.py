@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dstlab.cli import main
 from dstlab.study import read_results
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -46,7 +47,7 @@ def _count(out: Path, status: str) -> int:
 
 
 @pytest.mark.slow
-def test_a_real_study_survives_kill_9_of_its_driver(tmp_path):
+def test_a_real_study_survives_kill_9_of_its_driver(tmp_path, capsys):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(SPEC)
     out = tmp_path / "study"
@@ -71,8 +72,7 @@ def test_a_real_study_survives_kill_9_of_its_driver(tmp_path):
         epochs = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").open()]
         assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [1, 2]
 
-    status = _cli("study", "status", str(out))
-    assert re.search(r"^  done +4$", status.communicate(timeout=60)[0], re.M)
-    export = _cli("study", "export", str(out))
-    export.communicate(timeout=60)
+    assert main(["study", "status", str(out)]) == 0
+    assert re.search(r"^  done +4$", capsys.readouterr().out, re.M)
+    assert main(["study", "export", str(out)]) == 0
     assert (out / "results.csv").read_text().startswith("run_id,status,mode,prune,density")

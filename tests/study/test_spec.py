@@ -108,6 +108,7 @@ def test_a_spec_file_round_trips_and_keeps_its_text(tmp_path):
         ({"grid": {"prune": ["magnitud"]}}, "prune 'magnitud' is not known"),
         ({"grid": {"grow": ["gradients"]}}, "grow 'gradients' is not known"),
         ({"grid": {"model": ["resnet57"]}}, "model 'resnet57' is not known"),
+        ({"base": {"data": "cifar11"}}, "data 'cifar11' is not known (did you mean 'cifar10'?)"),
         ({"grid": {"shadow_criteria": [["snip", "nope"]]}}, "shadow_criteria 'nope'"),
         ({"grid": {"decay": ["cosin"]}}, "decay 'cosin' is not known"),
         ({"base": {"mode": "sparse"}}, "mode must be one of"),
