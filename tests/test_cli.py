@@ -129,11 +129,20 @@ def test_missing_dataset_is_one_sentence(tmp_path, capsys):
     assert result["status"] == "failed" and "cifar10" in result["error"]
 
 
-def test_unknown_names_are_one_sentence(tmp_path, capsys):
-    err = _fails(["train", "--data", "cifar11", "--out", str(tmp_path / "a")], capsys)
-    assert "cifar11" in err
-    err = _fails(["train", "--prune", "magnitud", "--out", str(tmp_path / "b")], capsys)
-    assert "magnitud" in err
+@pytest.mark.parametrize(
+    "flag, name, hint",
+    [
+        ("--data", "cifar11", "cifar10"),
+        ("--model", "resnet65", "resnet56"),
+        ("--prune", "magnitud", "magnitude"),
+        ("--shadow-criteria", "snip,sets", "set"),
+        ("--grow", "gradiant", "gradient"),
+    ],
+)
+def test_unknown_names_are_one_sentence_and_leave_no_run(tmp_path, capsys, flag, name, hint):
+    err = _fails(["train", flag, name, "--out", str(tmp_path / "run")], capsys)
+    assert f"did you mean '{hint}'" in err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -9,6 +9,7 @@ would have done."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import sys
 import time
@@ -45,6 +46,7 @@ def train(
     With `resume`, continue from the directory's checkpoint (starting fresh when there is none);
     a run that already finished returns its stored result. A non-finite loss ends the run as
     `diverged`; any other exception writes a `failed` result.json and is re-raised."""
+    _check_names(config)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +95,27 @@ def pick_device(name: str) -> torch.device:
     if (name == "cuda" and not torch.cuda.is_available()) or (name == "mps" and not has_mps):
         raise ConfigError(f"device '{name}' is not available here; use --device auto or cpu.")
     return torch.device(name)
+
+
+def _check_names(c: RunConfig) -> None:
+    """Unknown names fail before a run directory is made (typos leave nothing behind)."""
+    from dstlab.data import list_datasets
+    from dstlab.models import list_models
+    from dstlab.topology.criteria import list_growers, list_pruners
+
+    checks = [("dataset", [c.data], list_datasets()), ("model", [c.model], list_models())]
+    if c.mode != "dense":
+        pruners = list_pruners()
+        checks += [
+            ("pruning criterion", [c.prune, *c.shadow_criteria], pruners),
+            ("growth criterion", [c.grow], list_growers()),
+        ]
+    for what, names, known in checks:
+        for name in names:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"unknown {what} '{name}'{hint}; known: {', '.join(known)}.")
 
 
 def _check_same_run(out: Path, config: RunConfig) -> None:
