@@ -10,7 +10,7 @@ import pandas as pd
 
 
 @dataclass
-class Figure:
+class FigureRef:
     png: str  # path relative to index.html
     caption: str
 
@@ -24,7 +24,7 @@ class Section:
     key: str
     title: str
     paragraphs: list[str] = field(default_factory=list)  # plain text, escaped on render
-    figures: list[Figure] = field(default_factory=list)
+    figures: list[FigureRef] = field(default_factory=list)
     tables: list[tuple[str, str]] = field(default_factory=list)  # (caption, table HTML)
     files: list[str] = field(default_factory=list)  # CSV files of this section
     missing: str | None = None  # why the section has no content

@@ -1,0 +1,154 @@
+"""Report sections on the topology: mask similarity (during training and at the start) and
+ITOP rate and churn against step."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dstlab.analysis import figures
+from dstlab.analysis.context import Context, fixed_note
+from dstlab.analysis.html import Section, table_html
+from dstlab.analysis.results import at_values
+from dstlab.analysis.similarity import Observations, mean_pairs, similarity_table, to_matrix
+
+
+def similarity(ctx: Context, obs: Observations) -> Section:
+    sec = Section("similarity", "Mask similarity")
+    runs = ctx.res.runs
+    pairs = obs.pairs.merge(runs[["run_id", "setup"]], on="run_id")
+    start = obs.start.merge(runs[["run_id", "setup", "density"]], on="run_id")
+    sim = (
+        similarity_table(pairs)
+        if not pairs.empty
+        else pd.DataFrame(columns=["setup", "criterion_a", "criterion_b", "jaccard"])
+    )
+    sec.files.append(ctx.csv(sim, "similarity.csv"))
+    if pairs.empty and start.empty:
+        sec.missing = (
+            "No run recorded shadow criteria or start similarity (set shadow_criteria or "
+            "start_similarity in the spec), so there is no mask similarity to show."
+        )
+        return sec
+    sec.paragraphs.append(
+        "Jaccard index |A ∩ B| / |A ∪ B| of the weight sets two criteria remove from the very same "
+        "state, pooled over layers (1 = identical choices)."
+    )
+    if pairs.empty:
+        sec.paragraphs.append(
+            "No update recorded shadow criteria, so there is no similarity during training."
+        )
+    extremes = []
+    for setup, group in pairs.groupby("setup", sort=True):
+        means = mean_pairs(group)
+        matrix = to_matrix(means)
+        n_runs = group["run_id"].nunique()
+        caption = (
+            f"{setup}: pooled Jaccard between removed sets, mean over {len(group) // max(len(means), 1)} "
+            f"update(s) in {n_runs} run(s)."
+        )
+        sec.figures.append(
+            ctx.save(figures.heatmap(matrix, setup), f"similarity-{figures.slug(setup)}", caption)
+        )
+        if len(means):
+            top = means.loc[means["jaccard"].idxmax()]
+            bottom = means.loc[means["jaccard"].idxmin()]
+            extremes.append((setup, top, bottom))
+        curves = _jaccard_curves(group)
+        if not curves.empty:
+            sec.figures.append(
+                ctx.save(
+                    figures.jaccard_vs_step(curves, setup),
+                    f"similarity-steps-{figures.slug(setup)}",
+                    f"{setup}: Jaccard between the acting criterion's removed set and each shadow "
+                    "criterion's, against training step (mean ± std over runs).",
+                )
+            )
+    ctx.facts["similarity"] = extremes
+    if start.empty:
+        sec.paragraphs.append(
+            "No run recorded similarity at the start (start_similarity), so that part is left out."
+        )
+        return sec
+    start_means = mean_pairs(start, ["setup", "density", "fraction"])
+    sec.files.append(ctx.csv(start_means, "start_similarity.csv"))
+    for (setup, density), group in start_means.groupby(["setup", "density"], sort=True):
+        panels = {
+            f"fraction {fraction:g}": to_matrix(g)
+            for fraction, g in sorted(group.groupby("fraction"), key=lambda kv: -kv[0])
+        }
+        title = f"{setup}, density {density:g}: at the start"
+        name = f"start-{figures.slug(setup)}-d{density:g}"
+        caption = (
+            f"{setup} at density {density:g}: Jaccard of the sets each criterion would remove from "
+            "the initial network, one panel per prune fraction (mean over runs)."
+        )
+        sec.figures.append(ctx.save(figures.heatmaps(panels, title), name, caption))
+    return sec
+
+
+def _jaccard_curves(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Rows (acting, other, step, mean, std) for the pairs that include the acting criterion."""
+    with_acting = pairs[
+        (pairs["criterion_a"] == pairs["acting"]) | (pairs["criterion_b"] == pairs["acting"])
+    ]
+    if with_acting.empty:
+        return pd.DataFrame()
+    other = with_acting["criterion_b"].where(
+        with_acting["criterion_a"] == with_acting["acting"], with_acting["criterion_a"]
+    )
+    frame = with_acting.assign(other=other)
+    out = frame.groupby(["acting", "other", "step"], sort=False)["jaccard"].agg(["mean", "std"])
+    return out.fillna(0.0).reset_index()
+
+
+def dynamics(ctx: Context, obs: Observations) -> Section:
+    sec = Section("dynamics", "Topology dynamics")
+    columns = ["run_id", "setup", "growth", "criterion", "density", *ctx.res.factors]
+    updates = obs.updates.merge(ctx.res.runs[columns], on="run_id")
+    for column in ("step", "itop", "churn"):
+        updates[column] = pd.to_numeric(updates[column], errors="coerce")
+    updates = updates.dropna(subset=["step", "itop", "churn"])
+    if updates.empty:
+        sec.missing = (
+            "No run's metrics.jsonl holds topology-update records (dense and static runs have "
+            "none), so there are no ITOP or churn curves."
+        )
+        return sec
+    finals = []
+    for setup, part in updates.groupby("setup", sort=True):
+        fixed = ctx.fixed(part)
+        part = at_values(part, fixed)
+        density = float(part["density"].min())
+        part = part[part["density"] == density]
+        curves = (
+            part.groupby(["growth", "criterion", "step"], sort=False)[["itop", "churn"]]
+            .agg(["mean", "std"])
+            .fillna(0.0)
+        )
+        curves.columns = [f"{a}_{b}" for a, b in curves.columns]
+        curves = curves.reset_index()
+        caption = (
+            f"{setup} at density {density:g} (the lowest): ITOP rate (share of weights ever active) "
+            "and churn (1 − Jaccard of the initial and current active sets) against step, "
+            "mean ± std over seeds." + fixed_note(fixed)
+        )
+        title = f"{setup}, density {density:g}"
+        sec.figures.append(
+            ctx.save(figures.dynamics(curves, title), f"dynamics-{figures.slug(setup)}", caption)
+        )
+        last = curves.loc[curves.groupby(["growth", "criterion"])["step"].idxmax()]
+        finals.append(last.assign(setup=setup, density=density))
+    final = pd.concat(finals, ignore_index=True)[
+        ["setup", "density", "growth", "criterion", "step", "itop_mean", "churn_mean"]
+    ]
+    sec.files.append(ctx.csv(final, "dynamics_final.csv"))
+    sec.tables.append(("At the last update", table_html(final)))
+    top = final.loc[final["itop_mean"].idxmax()]
+    ctx.facts["dynamics"] = {
+        "setup": top["setup"],
+        "criterion": top["criterion"],
+        "growth": top["growth"],
+        "itop": float(top["itop_mean"]),
+        "min_itop": float(final["itop_mean"].min()),
+    }
+    return sec
