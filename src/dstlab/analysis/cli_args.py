@@ -33,14 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batch's gradient, and print the Jaccard matrix of the weight sets each pruning "
         "criterion would remove at each fraction; writes a CSV and a heatmap.",
     )
-    sim.add_argument("--model", required=True, help="model name (see `dstlab train --help`)")
-    sim.add_argument("--data", required=True, help="dataset name")
+    sim.add_argument("--model", required=True, help="model name (see `dstlab list models`)")
+    sim.add_argument("--data", required=True, help="dataset name (see `dstlab list datasets`)")
     sim.add_argument("--density", type=float, default=0.2, help="density (default 0.2)")
     sim.add_argument(
         "--fractions", default="0.5,0.25,0.125,0.0625", help="comma-separated prune fractions"
     )
-    sim.add_argument("--criteria", default=None, help="comma-separated criteria (default: all)")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument(
+        "--criteria",
+        default=None,
+        help="comma-separated pruning criteria (default: all; `dstlab list criteria`)",
+    )
+    sim.add_argument("--seed", type=int, default=0, help="seed of model, topology and batch")
     sim.add_argument("--batch-size", type=int, default=128, help="samples in the gradient batch")
     sim.add_argument(
         "--distribution", default="erk", help="initial layer densities (erk, er, uniform)"
