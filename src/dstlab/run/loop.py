@@ -290,8 +290,9 @@ class _Run:
             self.optimizer.zero_grad(set_to_none=True)
             loss, correct = self._loss(self.model(x), y)
             # one device sync per step serves both the divergence check and the metrics
-            loss_value, correct_value = torch.stack((loss.detach().double(), correct.double()))
-            loss_value, correct_value = loss_value.item(), int(correct_value.item())
+            # (float32: exact for the loss and for counts up to 2**24, and MPS has no float64)
+            both = torch.stack((loss.detach().float(), correct.float())).tolist()
+            loss_value, correct_value = both[0], int(both[1])
             if not math.isfinite(loss_value):
                 return self.step + 1
             loss.backward()
