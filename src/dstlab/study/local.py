@@ -37,18 +37,31 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+class _Stop(BaseException):
+    """Raised in a worker by SIGTERM: not an Exception, so no run records it as its failure."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stop
+
+
 def _worker(conn: Connection, parent_pid: int, threads: int | None, run_fn: RunFn | None) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what an interrupt does
+    # the driver stops workers with SIGTERM: leave through the interpreter's normal shutdown
+    signal.signal(signal.SIGTERM, _stop)
     set_threads(threads)
-    while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        conn.send(execute(task, run_fn))
+    try:
+        while True:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                return
+            if task is None:
+                return
+            conn.send(execute(task, run_fn))
+    except _Stop:
+        return
 
 
 class _Slot:
@@ -116,14 +129,17 @@ class LocalExecutor:
         return outcomes
 
     def close(self, kill: bool = False) -> None:
+        """Stop the workers: after their current task, or at once (``kill``: SIGTERM, then
+        SIGKILL for any still alive after a few seconds)."""
         for slot in self._slots:
             if kill:
-                slot.process.kill()
+                slot.process.terminate()
             else:
                 with contextlib.suppress(BrokenPipeError, OSError):
                     slot.conn.send(None)
+        deadline = time.monotonic() + (3.0 if kill else 10.0)
         for slot in self._slots:
-            slot.process.join(5 if not kill else 2)
+            slot.process.join(max(0.0, deadline - time.monotonic()))
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(2)
