@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def _cli(*args: str) -> list[str]:
 def _mid_epoch_checkpoint(path) -> dict | None:
     try:
         ckpt = load_checkpoint(path)
-    except (OSError, RuntimeError, EOFError):  # not written yet
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # not written yet
         return None
     position = ckpt["position"]
     return ckpt if position["epoch"] >= 1 and position["batch"] > 0 else None
