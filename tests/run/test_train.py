@@ -69,10 +69,15 @@ def test_every_optimizer_keeps_inactive_weights_zero(tmp_path, optimizer):
     result = train(config, tmp_path, progress=False)
     assert result["status"] == "done" and result["test_acc"] > 0.3
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    # the optimizer numbers parameters in model.parameters() order
+    names = [k for k in ckpt["model"] if k.endswith(("weight", "bias"))]
+    state = {names[i]: s for i, s in ckpt["optimizer"]["state"].items()}
     for name, mask in ckpt["dst"]["masks"].items():
         weight = ckpt["model"][name]
         assert not weight[~mask].any(), name
         assert weight[mask].count_nonzero() > 0.9 * mask.sum()  # grown weights are trained
+        buffers = [v for v in state[name].values() if v.shape == mask.shape]
+        assert buffers and all(not b[~mask].any() for b in buffers), name
 
 
 def test_equal_seeds_give_equal_runs_and_other_seeds_differ(tmp_path):
