@@ -46,3 +46,10 @@ def test_status_counts_and_shows_the_first_error_line(tmp_path, capsys):
 def test_status_of_a_directory_without_a_store_is_one_sentence(tmp_path, capsys):
     assert main(["study", "status", str(tmp_path)]) == 2
     assert "is not a study directory" in capsys.readouterr().err
+
+
+def test_ray_only_options_with_the_local_executor_are_rejected(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\ngrid:\n  seed: [0]\n")
+    assert main(["study", "run", str(spec), "--out", str(tmp_path / "o"), "--gpus", "1"]) == 2
+    assert "apply to the ray executor" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fake_runs import SLEEP, START_LOG, fake_train
 
+from dstlab.errors import ConfigError
 from dstlab.study import read_results, run_study
 
 ray = pytest.importorskip("ray")
@@ -27,6 +28,8 @@ def test_the_ray_executor_runs_every_run_once_and_the_driver_records_them(tmp_pa
     spec.write_text("name: r\nbase: {epochs: 1}\ngrid:\n  seed: [0, 1, 2]\n  lr: [0.01, 0.5]\n")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        with pytest.raises(ConfigError, match="lower --threads or --gpus"):
+            run_study(spec, tmp_path / "x", executor="ray", threads=4, run_fn=fake_train)
         report = run_study(
             spec, tmp_path / "study", executor="ray", threads=1, run_fn=fake_train, progress=False
         )

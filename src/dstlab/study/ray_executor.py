@@ -36,6 +36,7 @@ class RayExecutor:
             ) from None
         self._ray = ray
         self._owns = False
+        self._pending: dict[Any, str] = {}
         if not ray.is_initialized():
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
@@ -47,12 +48,19 @@ class RayExecutor:
             except ConnectionError as error:
                 raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {error}") from None
             self._owns = True
-        cpus = int(ray.cluster_resources().get("CPU", threads))
+        resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 0))
+        # a task asking for more than the whole cluster has would wait forever
+        if threads > cpus or gpus > resources.get("GPU", 0):
+            self.close()
+            raise ConfigError(
+                f"each run asks for {threads} CPU(s) and {gpus:g} GPU(s) but the Ray cluster has "
+                f"{cpus} CPU(s) and {resources.get('GPU', 0):g} GPU(s); lower --threads or --gpus."
+            )
         self.capacity = max(1, workers or cpus // max(1, threads))
         self._remote = ray.remote(num_cpus=threads, num_gpus=gpus)(_ray_run)
         self._run_fn = run_fn
         self._threads = threads
-        self._pending: dict[Any, str] = {}
 
     def submit(self, task: Task) -> None:
         ref = self._remote.remote(task, self._run_fn, self._threads)

@@ -85,6 +85,8 @@ def run_study(
     as ``run_fn(config, run_dir, resume=..., progress=False)`` in the executor's workers."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}.")
+    if executor == "local" and (address or gpus):
+        raise ConfigError("--address and --gpus apply to the ray executor; add --executor ray.")
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
     n_workers, n_threads = plan_workers(workers, threads)
