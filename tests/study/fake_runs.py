@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ SLEEP = "DSTLAB_FAKE_SLEEP"
 
 
 def fake_train(config: Any, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
-    """Log the start, sleep a little, write result.json like train does; fail on lr == 0.5."""
+    """Log the start, sleep a little, write result.json like train does; raise at lr 0.5,
+    diverge at lr 0.25, kill the process at lr 0.125 with seed 0."""
     log = os.environ.get(START_LOG)
     if log:
         with open(log, "a") as f:  # O_APPEND: concurrent lines from many processes stay whole
@@ -24,6 +26,8 @@ def fake_train(config: Any, run_dir: Path, resume: bool = False, progress: bool 
     time.sleep(float(os.environ.get(SLEEP, "0")))
     if config.lr == 0.5:
         raise ValueError(f"boom at lr {config.lr}")
+    if config.lr == 0.125 and config.seed == 0:  # the worker process dies mid-run
+        os.kill(os.getpid(), signal.SIGKILL)
     result = {
         "status": "diverged" if config.lr == 0.25 else "done",
         "test_acc": config.density * 0.5 + config.seed * 0.01,

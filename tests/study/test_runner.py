@@ -51,28 +51,31 @@ def fake_env(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_others_continue(tmp_path, fake_env):
-    spec = _spec_file(tmp_path, 2, "  lr: [0.01, 0.5, 0.25]\n")  # 0.5 raises, 0.25 diverges
+    # lr 0.5 raises, 0.25 diverges, 0.125 with seed 0 kills its worker process
+    spec = _spec_file(tmp_path, 2, "  lr: [0.01, 0.5, 0.25, 0.125]\n")
     out = tmp_path / "study"
     report = run_study(spec, out, workers=1, threads=None, run_fn=fake_train, progress=False)
-    assert report.counts == {"pending": 0, "running": 0, "done": 2, "failed": 2, "diverged": 2}
+    assert report.counts == {"pending": 0, "running": 0, "done": 3, "failed": 3, "diverged": 2}
     frame = read_results(out)
     failed = frame[frame["status"] == "failed"]
-    assert all(e.startswith("ValueError: boom at lr 0.5") for e in failed["error"])
+    errors = sorted(e.splitlines()[0] for e in failed["error"])
+    assert errors == ["ValueError: boom at lr 0.5"] * 2 + ["WorkerDied: worker exited with code -9"]
     assert (frame.loc[frame["status"] == "diverged", "diverged_step"] == 5).all()
     assert (out / "study.yaml").read_text() == spec.read_text()
 
     # a rerun skips done, diverged and failed runs ...
     again = run_study(spec, out, workers=1, threads=None, run_fn=fake_train, progress=False)
-    assert again.ran == 0 and len(_starts(fake_env)) == 6
+    assert again.ran == 0 and len(_starts(fake_env)) == 8
     # ... and --retry-failed runs only the failed ones again (resuming their checkpoints)
     retry = run_study(
         spec, out, workers=1, threads=None, run_fn=fake_train, progress=False, retry_failed=True
     )
-    assert retry.ran == 2 and retry.counts["failed"] == 2
-    retried = _starts(fake_env)[6:]
+    assert retry.ran == 3 and retry.counts["failed"] == 3 and retry.counts["done"] == 3
+    retried = _starts(fake_env)[8:]
     assert {r for r, _, _ in retried} == set(failed["run_id"]) and all(z for _, _, z in retried)
 
 
+@pytest.mark.slow
 def test_a_final_result_json_left_by_a_dead_driver_is_recorded_without_rerunning(
     tmp_path, fake_env
 ):

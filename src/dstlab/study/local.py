@@ -86,6 +86,9 @@ class LocalExecutor:
         self._slots: list[_Slot] = []
 
     def submit(self, task: Task) -> None:
+        for dead in [s for s in self._slots if s.task is None and not s.process.is_alive()]:
+            dead.conn.close()  # died while idle: replaced below
+            self._slots.remove(dead)
         slot = next((s for s in self._slots if s.task is None), None)
         if slot is None:
             if len(self._slots) >= self.capacity:

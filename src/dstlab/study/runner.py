@@ -112,6 +112,8 @@ def run_study(
                 n_threads, run_fn, address=address, workers=workers, gpus=gpus
             )
         else:
+            if todo < n_workers and threads is None:  # fewer runs than workers: more threads each
+                n_threads = max(1, n_workers * n_threads // todo)
             pool = _local(min(n_workers, todo), n_threads, run_fn)
         ran = _drive(store, pool, out, allowed, len(ids), counts, progress, heartbeat_every)
         return StudyReport(store.counts(ids), ran, len(ids))
