@@ -34,7 +34,9 @@ import torch
 from torch import nn
 
 from dstlab.sparse.backend import SparseRule, sparse_rule
-from dstlab.topology import DST
+from dstlab.sparse.linear import SparseLinear
+from dstlab.sparse.update import update_layer
+from dstlab.topology import DST, layer_densities
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
 RESULTS = Path(__file__).parent / "results"
@@ -166,12 +168,56 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+class NativeDST:
+    """The never-dense path: SparseLinear layers built at their ERK densities, updated by
+    ``dstlab.sparse.update.update_layer`` (what ``benchmarks/sparse_huge.py`` uses)."""
+
+    def __init__(self, sizes, density, args, total_steps):
+        torch.manual_seed(0)
+        shapes = {
+            f"{i}.weight": (b, a)
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
+        }
+        dens = layer_densities(shapes, density, "erk")
+        g = torch.Generator().manual_seed(0)
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            d = dens[f"{i}.weight"]
+            layers.append(SparseLinear(a, b, d, generator=g) if d < 1.0 else nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(nn.ReLU())
+        self.model = nn.Sequential(*layers)
+        self.sparse = [m for m in self.model if isinstance(m, SparseLinear)]
+        self.opt = torch.optim.SGD(
+            self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
+        )
+        self.args, self.step_count, self.records = args, 0, []
+        self.gen = torch.Generator().manual_seed(1)
+
+    def step(self) -> None:
+        t = self.step_count
+        if t > 0 and t % self.args.update_every == 0:
+            for layer in self.sparse:
+                update_layer(layer, self.opt, 0.5, self.args.prune, self.args.grow, self.gen)
+                layer.capture = None
+            self.records.append(t)
+        self.opt.step()
+        self.step_count += 1
+        if (self.step_count % self.args.update_every == 0) and self.args.grow == "gradient":
+            for layer in self.sparse:  # the next backward feeds the blocked gradient growth
+                layer.capture = []
+
+
 def memory_child(backend: str, args) -> dict:
     sizes = [3072, 8192, 8192, 10]
     _trim()
     before = _rss()
     steps = 2 * args.update_every
-    model, opt, dst = setup(backend, sizes, 0.01, args, SparseRule(), steps + 1)
+    if backend == "native":
+        native = NativeDST(sizes, 0.01, args, steps + 1)
+        model, opt, dst = native.model, native.opt, native
+    else:
+        model, opt, dst = setup(backend, sizes, 0.01, args, SparseRule(), steps + 1)
     _trim()
     built = _rss()
     batches = batches_for(sizes, 4, args.batch)
@@ -179,6 +225,9 @@ def memory_child(backend: str, args) -> dict:
     with PeakRSS() as plain:
         run_block(model, opt, dst, batches)
     dst.step_count = args.update_every - 2
+    if backend == "native" and args.grow == "gradient":
+        for layer in native.sparse:
+            layer.capture = []
     with PeakRSS() as update:
         run_block(model, opt, dst, batches)  # holds the update at step ΔT
     mb = 1 / 2**20
@@ -193,18 +242,19 @@ def memory_child(backend: str, args) -> dict:
 
 def memory_table(args) -> dict:
     out = {}
-    for backend in ("masked", "sparse"):
+    for backend in ("masked", "sparse", "native"):
         cmd = [sys.executable, __file__, "--memory-child", backend, "--threads", str(args.threads)]
         cmd += ["--prune", args.prune, "--grow", args.grow]
         text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         out[backend] = json.loads(text.strip().splitlines()[-1])
         print(json.dumps(out[backend]), flush=True)
-    for key in ("peak_train_mb", "peak_with_update_mb"):
-        out[f"{key}_ratio"] = round(out["sparse"][key] / out["masked"][key], 3)
-    print(
-        f"sparse/masked peak: training steps {out['peak_train_mb_ratio']:.1%}, "
-        f"with topology updates {out['peak_with_update_mb_ratio']:.1%}"
-    )
+    for side in ("sparse", "native"):
+        for key in ("peak_train_mb", "peak_with_update_mb"):
+            out[f"{side}_{key}_ratio"] = round(out[side][key] / out["masked"][key], 3)
+        print(
+            f"{side}/masked peak: training steps {out[f'{side}_peak_train_mb_ratio']:.1%}, "
+            f"with topology updates {out[f'{side}_peak_with_update_mb_ratio']:.1%}"
+        )
     return out
 
 
@@ -219,7 +269,9 @@ def main() -> None:
     parser.add_argument("--grow", default="random")
     parser.add_argument("--rule", choices=("force", "default"), default="force")
     parser.add_argument("--memory", action="store_true", help="the peak-memory comparison")
-    parser.add_argument("--memory-child", choices=("masked", "sparse"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-child", choices=("masked", "sparse", "native"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     args.densities = [float(d) for d in args.densities.split(",")]

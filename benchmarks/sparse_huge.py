@@ -1,0 +1,141 @@
+"""A network whose dense form does not fit in memory, trained with DST on the CPU.
+
+MLP 3072-65536-65536-65536-10 (dense weights: 8.8 G floats, 35 GB; more with gradients and
+momentum) at density 0.001, built directly with ``SparseLinear`` (the dense weight is never
+allocated), trained on synthetic data with SGD (momentum 0.9) and topology updates every ΔT
+steps done in the sparse representation (magnitude pruning; random growth, or RigL gradient
+growth with the dense gradient formed a block of rows at a time). Prints peak RSS and step times.
+
+    python benchmarks/sparse_huge.py [--steps 300] [--grow random|gradient] [--hidden 65536]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dstlab.sparse.linear import SparseLinear
+from dstlab.sparse.update import update_layer
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def build(args) -> tuple[nn.Sequential, list[SparseLinear]]:
+    g = torch.Generator().manual_seed(0)
+    sizes = [args.input] + [args.hidden] * args.layers
+    layers: list[nn.Module] = []
+    sparse: list[SparseLinear] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layer = SparseLinear(a, b, density=args.density, generator=g)
+        # scale to the sparse fan-in (about density * a inputs per unit), or the signal vanishes
+        layer.values.data.mul_(1.0 / math.sqrt(args.density))
+        sparse += [layer]
+        layers += [layer, nn.ReLU()]
+    layers.append(nn.Linear(sizes[-1], args.classes))
+    return nn.Sequential(*layers), sparse
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=int, default=3072)
+    parser.add_argument("--hidden", type=int, default=65536)
+    parser.add_argument("--layers", type=int, default=3, help="hidden layers")
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--density", type=float, default=0.001)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--update-every", type=int, default=100)
+    parser.add_argument("--grow", choices=("random", "gradient"), default="random")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    model, sparse = build(args)
+    build_s = time.perf_counter() - t0
+    sizes = [args.input] + [args.hidden] * args.layers
+    dense_weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    dense_weights += sizes[-1] * args.classes
+    nnz = sum(layer.nnz for layer in sparse)
+    print(
+        f"model: {'-'.join(map(str, sizes + [args.classes]))}, dense weights "
+        f"{dense_weights / 1e9:.2f} G = {dense_weights * 4 / 1e9:.1f} GB as float32; active "
+        f"{nnz / 1e6:.2f} M at d={args.density}; built in {build_s:.1f} s, "
+        f"RSS +{_rss_mb() - rss0:.0f} MB",
+        flush=True,
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    g = torch.Generator().manual_seed(1)
+    data = [
+        (torch.randn(args.batch, args.input, generator=g),
+         torch.randint(0, args.classes, (args.batch,), generator=g))
+        for _ in range(8)
+    ]  # fmt: skip
+    gen = torch.Generator().manual_seed(2)
+    step_times, update_times, losses = [], [], []
+    for t in range(args.steps):
+        update = t > 0 and t % args.update_every == 0
+        x, y = data[t % len(data)]
+        start = time.perf_counter()
+        for layer in sparse:  # the dense gradient is needed at update steps only
+            layer.capture = [] if update and args.grow == "gradient" else None
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        if update:
+            u0 = time.perf_counter()
+            f = 0.005 + (0.5 - 0.005) * (1 + math.cos(math.pi * t / args.steps)) / 2
+            for layer in sparse:
+                update_layer(layer, opt, f, "magnitude", args.grow, gen)
+                layer.capture = None
+            update_times.append(time.perf_counter() - u0)
+        opt.step()
+        (step_times if not update else []).append(time.perf_counter() - start)
+        losses.append(loss.item())
+        if t % 20 == 0 or update:
+            print(
+                f"step {t:4d} loss {losses[-1]:.4f} "
+                f"{f'update {update_times[-1]:.1f} s' if update else ''}",
+                flush=True,
+            )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "sizes": sizes + [args.classes],
+        "density": args.density,
+        "dense_weight_gb": round(dense_weights * 4 / 1e9, 1),
+        "active_weights": nnz,
+        "grow": args.grow,
+        "batch": args.batch,
+        "threads": args.threads,
+        "steps": args.steps,
+        "step_s_median": round(statistics.median(step_times), 3),
+        "update_s_median": round(statistics.median(update_times), 2) if update_times else None,
+        "peak_rss_mb": round(peak_mb),
+        "loss_first": round(statistics.mean(losses[:8]), 4),
+        "loss_last": round(statistics.mean(losses[-8:]), 4),
+        "nnz_after": [layer.nnz for layer in sparse],
+    }
+    print(json.dumps(result, indent=2))
+    out = Path(args.out) if args.out else RESULTS / f"sparse_huge_{args.grow}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
