@@ -143,6 +143,7 @@ def test_rule_keeps_dense_layers_and_convolutions_masked():
     assert SparseRule().wants_sparse((1024, 3072), 0.05)
     assert not SparseRule().wants_sparse((1024, 3072), 0.5)
     assert not SparseRule().wants_sparse((10, 512), 0.05)
+    assert not SparseRule(force=True).wants_sparse((1024, 3072), 1.0)
 
 
 @pytest.mark.parametrize("bad", [{"max_density": 2.0}, {"min_weights": -1}, {"force": "yes"}])

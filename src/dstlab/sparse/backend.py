@@ -26,8 +26,9 @@ from dstlab.topology.masks import MaskedTarget, momentum_of
 class SparseRule:
     """Which Linear weights the sparse backend stores as CSR (the rest stay masked-dense).
 
-    ``force=True`` makes every eligible Linear sparse, ``force=False`` none; otherwise a layer
-    goes sparse when its density is at most ``max_density`` and it has ``min_weights`` or more.
+    ``force=True`` makes every eligible Linear below density 1 sparse, ``force=False`` none;
+    otherwise a layer goes sparse when its density is at most ``max_density`` and it has
+    ``min_weights`` or more. A fully dense layer (e.g. ERK's last layer) always stays dense.
     """
 
     max_density: float = 0.3
@@ -43,6 +44,8 @@ class SparseRule:
             raise ConfigError(f"force must be None, True or False, got {self.force!r}.")
 
     def wants_sparse(self, shape: tuple[int, ...], density: float) -> bool:
+        if density >= 1.0:
+            return False
         if self.force is not None:
             return self.force
         numel = shape[0] * shape[1]
