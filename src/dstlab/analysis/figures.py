@@ -115,10 +115,13 @@ def cd_diagram(test) -> Figure:
     from autorank import plot_stats
 
     k = len(test.mean_ranks)
-    # autorank sizes its own pyplot figure like this; we draw on our own Figure instead
-    fig = Figure(figsize=(6, 0.65 + 0.1 * (k + 1) + max(0.4, 0.3 + 0.1 * k)))
-    ax = fig.add_axes((0, 0, 1, 1))
-    # the axes fill the figure, so a title would be cut off: the caption names band, p and CD
+    # autorank draws on a 6-inch-wide axes and leaves 0.8 inch for the names on either side;
+    # widen the figure around it so long names (reciprocal_sensitivity) are not cut off
+    longest = max(len(str(name)) for name in test.mean_ranks.index)
+    margin = max(0.0, 0.075 * longest - 0.7)
+    width = 6 + 2 * margin
+    fig = Figure(figsize=(width, 0.65 + 0.1 * (k + 1) + max(0.4, 0.3 + 0.1 * k)))
+    ax = fig.add_axes((margin / width, 0, 6 / width, 1))
     plot_stats(test.autorank_result, allow_insignificant=True, ax=ax)
     return fig
 
@@ -237,6 +240,10 @@ def dynamics(curves: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def _on_grid(ax) -> bool:
+    return ax.get_subplotspec() is not None or ax.get_label() == "<colorbar>"
+
+
 def data_artists(fig: Figure) -> int:
     """How many data-bearing artists the visible axes hold; raises if one visible axis is empty."""
     total = 0
@@ -261,9 +268,10 @@ def save(fig: Figure, directory: Path, name: str) -> str:
     try:
         data_artists(fig)
         directory.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():  # axes made by autorank are not tight_layout-compatible
-            warnings.simplefilter("ignore")
-            fig.tight_layout()  # once, rather than a layout engine at every save
+        if all(_on_grid(ax) for ax in fig.axes):  # axes placed by hand stay where they are
+            with warnings.catch_warnings():  # tight_layout warns on colorbar axes
+                warnings.simplefilter("ignore")
+                fig.tight_layout()  # once, rather than a layout engine at every save
         fig.savefig(directory / f"{name}.png", dpi=100)
         with matplotlib.rc_context(
             {"svg.fonttype": "none"}

@@ -38,7 +38,8 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bo
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9em;color:#555}
 table{border-collapse:collapse;font-size:.85em;margin:.4em 0 1em}
-th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}th{background:#f0f0f0}
+th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
+th{background:#f0f0f0}.scroll{overflow-x:auto;max-width:100%}
 td:first-child,th:first-child{text-align:left}
 .missing{color:#777;font-style:italic}.files a{margin-right:1em}
 #broken{background:#fde8e8;border:1px solid #d88;padding:.5em}
@@ -103,7 +104,7 @@ def render(title: str, subtitle: str, summary: str, sections: list[Section]) -> 
                 f"<figcaption>{e(f.caption)} (click for SVG)</figcaption></figure>"
             )
         for caption, table in s.tables:
-            parts.append(f"<h3>{e(caption)}</h3>{table}")
+            parts.append(f'<h3>{e(caption)}</h3><div class="scroll">{table}</div>')
         if s.files:
             links = "".join(f'<a href="{e(name)}">{e(name)}</a>' for name in s.files)
             parts.append(f'<p class="files">Data: {links}</p>')
