@@ -161,7 +161,8 @@ def test_sigint_stops_cleanly_and_leaves_the_runs_resumable(tmp_path, fake_env):
     driver.send_signal(signal.SIGINT)
     assert driver.wait(timeout=30) != 0
     assert _count(out, "running") == 0 and _count(out, "pending") + _count(out, "done") == 4
-    report = run_study(spec, out, workers=2, threads=None, run_fn=fake_train, progress=False)
+    assert not any(_alive(p) for _, p, _ in _starts(fake_env))  # the driver stopped its workers
+    report = run_study(spec, out, workers=1, threads=None, run_fn=fake_train, progress=False)
     assert report.counts["done"] == 4
     assert any(z for _, _, z in _starts(fake_env)[2:])  # interrupted runs resumed
 
