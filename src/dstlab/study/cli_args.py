@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dstlab.study.spec import StudySpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", required=True, help="study directory (created; reused to resume)")
     run.add_argument("--workers", type=int, help="parallel runs (default: cores / threads)")
     run.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
-    run.add_argument("--executor", choices=("local", "ray"), default="local")
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local worker processes (default) or Ray tasks",
+    )
     run.add_argument("--address", help="Ray cluster: auto or ray://host:port (default: local Ray)")
     run.add_argument("--gpus", type=float, default=0.0, help="GPUs per run (Ray executor)")
     run.add_argument("--dry-run", action="store_true", help="validate and list runs, run nothing")
@@ -58,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if report.counts.get("failed") else 0
 
 
-def _plan(spec, out: str, workers: int, threads: int) -> str:
+def _plan(spec: StudySpec, out: str, workers: int, threads: int) -> str:
     from pathlib import Path
 
     from dstlab.study.store import STORE_FILE, Store
