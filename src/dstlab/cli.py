@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from dstlab.errors import DstlabError
@@ -23,13 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for room in _ROOMS:
-        try:
-            module = importlib.import_module(room)
-        except ModuleNotFoundError as error:
-            if error.name != room:
-                raise
-            continue  # a room not built yet contributes no command
-        module.register(sub)
+        importlib.import_module(room).register(sub)
     return parser
 
 
@@ -41,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # output piped into e.g. `head`, which stopped reading: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("dstlab: interrupted; finished work is saved.", file=sys.stderr)
         return 130
