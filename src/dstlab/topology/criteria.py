@@ -96,13 +96,16 @@ class Grower:
         momentum: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Bool tensor shaped like `weight`: n True, none within `mask` (the mask after pruning)."""
-        inactive = ~mask.reshape(-1)
-        candidates = inactive.nonzero().squeeze(1)
-        _check_count(n, candidates.numel(), "inactive positions to grow")
-        pick = lambda t: None if t is None else t.reshape(-1)[candidates]  # noqa: E731
-        scores = self.score(pick(weight), pick(grad), pick(momentum))
+        inactive = int(mask.numel() - torch.count_nonzero(mask))
+        _check_count(n, inactive, "inactive positions to grow")
+        # score every position and push the active ones below any real score: cheaper than
+        # gathering the (many) inactive positions, and the selection is the same
+        scores = self.score(weight, grad, momentum).detach()
         _require_finite(scores, f"'{self.name}' growth")
-        return _positions(mask, highest_k(scores, n, generator), candidates)
+        scores = scores.masked_fill(mask, float("-inf")).reshape(-1)
+        out = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
+        out[highest_k(scores, n, generator)] = True
+        return out.view_as(mask)
 
 
 def _check_count(n: int, available: int, what: str) -> None:
