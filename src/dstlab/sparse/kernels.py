@@ -96,6 +96,19 @@ if HAVE_NUMBA:
                     gval[k] = s
                     kk += 1
             else:
+                while kk + 4 <= end:
+                    g0, g1 = gyt[row_t[kk]], gyt[row_t[kk + 1]]
+                    g2, g3 = gyt[row_t[kk + 2]], gyt[row_t[kk + 3]]
+                    s0 = s1 = s2 = s3 = zero
+                    for j in range(batch):
+                        xj = x[j]
+                        s0 += g0[j] * xj
+                        s1 += g1[j] * xj
+                        s2 += g2[j] * xj
+                        s3 += g3[j] * xj
+                    gval[perm[kk]], gval[perm[kk + 1]] = s0, s1
+                    gval[perm[kk + 2]], gval[perm[kk + 3]] = s2, s3
+                    kk += 4
                 while kk < end:
                     g = gyt[row_t[kk]]
                     s = zero
