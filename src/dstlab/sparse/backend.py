@@ -107,9 +107,8 @@ class SparseTarget:
 
     @property
     def mask(self) -> torch.Tensor:
-        if self._mask is None:
-            self._mask = self.layer.mask()
-        return self._mask
+        # built on demand (1 byte per weight), kept only from an update to the next step
+        return self._mask if self._mask is not None else self.layer.mask()
 
     @mask.setter
     def mask(self, value: torch.Tensor) -> None:
@@ -144,17 +143,19 @@ class SparseTarget:
         return None if m is None else self.layer.to_dense(m)
 
     def mask_grad(self) -> None:
-        """Nothing to mask (only active gradients exist); release the update-step buffers."""
+        """Nothing to mask (only active gradients exist); release the update-step buffers,
+        the dense mask included (1 byte per weight: rebuilt when the engine asks again)."""
         self.layer.capture.clear()
         self._dense_grad = None
+        self._mask = None
 
     @torch.no_grad()
     def apply(self, new_mask: torch.Tensor, changed: torch.Tensor, optimizer) -> None:
         """Rebuild the structure at ``new_mask``; values and optimizer state restart at 0 at
         every ``changed`` position, the gradient there is the dense one (as in masked-dense)."""
         self._remap(new_mask, changed)
-        self._mask = new_mask
         self.mask_grad()
+        self._mask = new_mask  # the engine reads it again for its records
 
     def enforce(self, optimizer) -> None:
         """Inactive weights are not stored, so they are zero by construction."""
