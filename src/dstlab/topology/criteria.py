@@ -35,8 +35,14 @@ def _positions(mask: torch.Tensor, picked: torch.Tensor, candidates: torch.Tenso
     return out.view_as(mask)
 
 
+def all_finite(scores: torch.Tensor) -> bool:
+    """Whether no score is NaN or infinite: one fast reduction, checked element by element only
+    when the sum is not finite (a NaN or inf always makes it so; a huge finite sum may too)."""
+    return bool(torch.isfinite(scores.sum())) or bool(torch.isfinite(scores).all())
+
+
 def _require_finite(scores: torch.Tensor, what: str) -> None:
-    if not bool(torch.isfinite(scores).all()):
+    if not all_finite(scores):
         raise NonFiniteScoreError(f"the {what} scores contain NaN or infinite values.")
 
 
@@ -298,7 +304,7 @@ class RandomGrower(Grower):
 
     def select(self, weight, grad, mask, n, generator=None, momentum=None):
         inactive = ~mask.reshape(-1)
-        _check_count(n, int(inactive.sum()), "inactive positions to grow")
+        _check_count(n, int(torch.count_nonzero(inactive)), "inactive positions to grow")
         out = torch.zeros_like(inactive)
         out[random_subset(inactive, n, generator)] = True
         return out.view_as(mask)

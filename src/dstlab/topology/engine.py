@@ -14,6 +14,7 @@ from dstlab.topology.criteria import (
     Grower,
     NonFiniteScoreError,
     Pruner,
+    all_finite,
     get_grower,
     get_pruner,
 )
@@ -273,7 +274,7 @@ class DST:
         grown: dict[str, torch.Tensor] = {}
         for target in self.targets:
             kept = target.mask & ~removed[target.name]
-            n = int(removed[target.name].sum())
+            n = int(torch.count_nonzero(removed[target.name]))
             momentum = target.momentum(self.optimizer) if self.grower.name == "momentum" else None
             try:
                 grown[target.name] = self.grower.select(
@@ -296,8 +297,8 @@ class DST:
             target.apply((target.mask & ~gone) | new, gone | new, self.optimizer)
             layers[target.name] = {
                 "active": target.active,
-                "removed": int(gone.sum()),
-                "grown": int(new.sum()),
+                "removed": int(torch.count_nonzero(gone)),
+                "grown": int(torch.count_nonzero(new)),
             }
         self._smoothed.clear()
         record = {
@@ -337,7 +338,7 @@ class DST:
                 s = self._smoothed[target.name].reshape(-1)[cand]
             else:
                 s = _active_scores(pruner, target, grads[target.name], cand, generator)
-            if not bool(torch.isfinite(s).all()):
+            if not all_finite(s):
                 raise _in_layer(
                     NonFiniteScoreError(
                         f"the '{pruner.name}' pruning scores contain NaN or infinite values."

@@ -86,7 +86,7 @@ class MaskedTarget:
 
     @property
     def active(self) -> int:
-        return int(self.mask.sum())
+        return int(torch.count_nonzero(self.mask))
 
     def weight(self) -> torch.Tensor:
         return self.param.detach()

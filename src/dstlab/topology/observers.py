@@ -15,7 +15,7 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _counts(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
-    return int((a & b).sum()), int((a | b).sum())
+    return int(torch.count_nonzero(a & b)), int(torch.count_nonzero(a | b))
 
 
 def similarity_matrix(
@@ -53,7 +53,7 @@ class TopologyTracker:
     def observe(self, masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
         for name, mask in masks.items():
             self.ever_active[name] |= mask
-        itop = sum(int(m.sum()) for m in self.ever_active.values()) / self.total
+        itop = sum(int(torch.count_nonzero(m)) for m in self.ever_active.values()) / self.total
         inter = union = 0
         for name, mask in masks.items():
             i, u = _counts(self.initial[name], mask)

@@ -70,24 +70,22 @@ def random_subset(
     """k distinct indices where the flat bool tensor `candidates` is True, uniformly at random."""
     candidates = candidates.reshape(-1)
     size = candidates.numel()
-    available = int(candidates.sum())
+    available = int(torch.count_nonzero(candidates))
     if k <= 0:
         return torch.empty(0, dtype=torch.long, device=candidates.device)
     if k * 4 <= available:
         # rejection sampling: draw positions with replacement, keep candidates, keep the first
         # occurrence of each; cheap when candidates are plentiful (low density) and k is small
         accept = available / size
-        drawn = torch.empty(0, dtype=torch.long)
+        drawn = np.empty(0, dtype=np.int64)
         while True:
             extra = torch.randint(size, (int(k / accept * 1.25) + 32,), generator=generator)
             extra = extra[candidates[extra.to(candidates.device)].cpu()]
-            drawn = torch.cat([drawn, extra])
-            uniq, inverse = torch.unique(drawn, return_inverse=True)
-            if uniq.numel() >= k:
+            drawn = np.concatenate([drawn, extra.numpy()])
+            first = np.unique(drawn, return_index=True)[1]  # first occurrence of each value
+            if first.size >= k:
                 break
-        first = torch.full((uniq.numel(),), drawn.numel(), dtype=torch.long)
-        first.scatter_reduce_(0, inverse, torch.arange(drawn.numel()), reduce="amin")
-        chosen = uniq[first.argsort()[:k]]
+        chosen = torch.from_numpy(drawn[np.sort(first)[:k]])
     else:
         pool = candidates.nonzero().squeeze(1).cpu()
         chosen = pool[torch.randperm(pool.numel(), generator=generator)[:k]]
