@@ -107,34 +107,54 @@ def gradient_growth(
     generator: torch.Generator | None,
     block_bytes: int = 64 << 20,
 ) -> torch.Tensor:
-    """The ``n`` inactive positions of largest |dense gradient|, a block of rows at a time."""
+    """The ``n`` inactive positions of largest |dense gradient|, a block of rows at a time.
+
+    A running threshold (the n-th best score seen so far) filters each block, so the work per
+    block is one product into a reused buffer and one comparison: exact, since a score below
+    the n-th best of a subset cannot be among the n best of all."""
     if not layer.capture:
         raise ConfigError(
             "gradient growth needs the last batch's activations: set layer.capture = [] before "
             "the backward of the update step."
         )
+    if n <= 0:
+        return torch.empty(0, dtype=torch.int64)
     n_out, n_in = layer.shape
     rows_per_block = max(1, block_bytes // (4 * n_in))
-    best_scores = torch.empty(0)
-    best_flat = torch.empty(0, dtype=torch.int64)
+    dtype = layer.capture[0][0].dtype
+    buffer = torch.empty(rows_per_block * n_in, dtype=dtype)
+    threshold = -1.0  # active positions score -1 and never pass
+    pool_scores: list[torch.Tensor] = []
+    pool_flat: list[torch.Tensor] = []
+    pooled = 0
     for r0 in range(0, n_out, rows_per_block):
         r1 = min(n_out, r0 + rows_per_block)
-        block = None
-        for xt, gyt in layer.capture:
-            part = gyt[r0:r1] @ xt.t()
-            block = part if block is None else block.add_(part)
-        score = block.abs_().reshape(-1)
+        block = buffer[: (r1 - r0) * n_in].view(r1 - r0, n_in)
+        for i, (xt, gyt) in enumerate(layer.capture):
+            if i == 0:
+                torch.mm(gyt[r0:r1], xt.t(), out=block)
+            else:
+                block.addmm_(gyt[r0:r1], xt.t())
+        score = block.abs_().view(-1)
         lo, hi = torch.searchsorted(occupied, torch.tensor([r0 * n_in, r1 * n_in])).tolist()
-        score[occupied[lo:hi] - r0 * n_in] = -1.0  # active positions never compete
-        k = min(n, score.numel())
-        top = torch.topk(score, k, sorted=False)
-        best_scores = torch.cat([best_scores, top.values.float()])
-        best_flat = torch.cat([best_flat, top.indices + r0 * n_in])
-        if best_scores.numel() > 2 * n:  # keep the running candidates small
-            keep = torch.topk(best_scores, n, sorted=False).indices
-            best_scores, best_flat = best_scores[keep], best_flat[keep]
-    pick = highest_k(best_scores, n, generator)
-    return best_flat[pick]
+        score[occupied[lo:hi] - r0 * n_in] = -1.0
+        keep = (score > threshold).nonzero().squeeze(1)
+        pool_scores.append(score[keep].float())
+        pool_flat.append(keep + r0 * n_in)
+        pooled += keep.numel()
+        if pooled > 2 * n:  # shrink the pool to its n best and raise the threshold
+            scores, flat = torch.cat(pool_scores), torch.cat(pool_flat)
+            kth = torch.kthvalue(-scores, n).values.neg().item()
+            # ties with the n-th best stay: the final pick breaks them at random
+            mask = scores >= kth
+            pool_scores, pool_flat = [scores[mask]], [flat[mask]]
+            pooled = int(mask.sum())
+            threshold = max(threshold, kth - abs(kth) * 1e-7 if kth > 0 else threshold)
+    scores, flat = torch.cat(pool_scores), torch.cat(pool_flat)
+    valid = scores >= 0  # the first blocks may have pooled active positions (score -1)
+    scores, flat = scores[valid], flat[valid]
+    pick = highest_k(scores, n, generator)
+    return flat[pick]
 
 
 @torch.no_grad()
