@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from dstlab.errors import ConfigError
@@ -167,3 +169,19 @@ def test_bad_arguments_raise_config_error(kwargs):
 def test_from_dense_rejects_a_mask_of_the_wrong_shape():
     with pytest.raises(ConfigError, match="mask shape"):
         SparseLinear.from_dense(nn.Linear(3, 2), torch.ones(3, 2, dtype=torch.bool))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_out=st.integers(1, 12),
+    n_in=st.integers(1, 12),
+    density=st.floats(0.01, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_any_shape_matches_its_dense_twin(n_out, n_in, density, seed):
+    g = torch.Generator().manual_seed(seed)
+    layer = SparseLinear(n_in, n_out, density, generator=g, dtype=torch.float64)
+    assert layer.nnz == max(1, round(density * n_in * n_out))
+    assert torch.equal(flat_positions(layer.crow, layer.col, n_in), layer.flat_positions())
+    x = torch.randn(3, n_in, dtype=torch.float64, generator=g)
+    torch.testing.assert_close(layer(x), layer.to_linear()(x))
