@@ -80,9 +80,14 @@ def main() -> None:
 
     dense_blocks, dst_blocks = [], {name: [] for name in runs}
     update_ms = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        dense_blocks.append(block(dense_model, dense_opt, dense_opt.step, batches))
-        for name, (model, opt, dst) in runs.items():
+    names = ["dense", *runs]
+    for repeat in range(args.repeats):
+        # rotate the order each repeat so no configuration always runs right after another
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            if name == "dense":
+                dense_blocks.append(block(dense_model, dense_opt, dense_opt.step, batches))
+                continue
+            model, opt, dst = runs[name]
             dst_blocks[name].append(block(model, opt, dst.step, batches))
             # one update alone, on the state of a fresh backward pass
             opt.zero_grad(set_to_none=True)
