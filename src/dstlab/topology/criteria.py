@@ -41,7 +41,7 @@ def all_finite(scores: torch.Tensor) -> bool:
     return bool(torch.isfinite(scores.sum())) or bool(torch.isfinite(scores).all())
 
 
-def _require_finite(scores: torch.Tensor, what: str) -> None:
+def require_finite(scores: torch.Tensor, what: str) -> None:
     if not all_finite(scores):
         raise NonFiniteScoreError(f"the {what} scores contain NaN or infinite values.")
 
@@ -68,12 +68,23 @@ class Pruner:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Bool tensor shaped like `weight`: n True, all within `mask`."""
+        _check_count(n, int(torch.count_nonzero(mask)), "active weights to prune")
+        candidates, scores = self.active_scores(weight, grad, mask, generator)
+        return _positions(mask, lowest_k(scores, n, generator), candidates)
+
+    def active_scores(
+        self,
+        weight: torch.Tensor,
+        grad: torch.Tensor | None,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat indices of the active weights and their (finite) scores."""
         candidates = mask.reshape(-1).nonzero().squeeze(1)
-        _check_count(n, candidates.numel(), "active weights to prune")
         active_grad = None if grad is None else grad.reshape(-1)[candidates]
         scores = self.score(weight.reshape(-1)[candidates], active_grad, generator)
-        _require_finite(scores, f"'{self.name}' pruning")
-        return _positions(mask, lowest_k(scores, n, generator), candidates)
+        require_finite(scores, f"'{self.name}' pruning")
+        return candidates, scores
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -107,7 +118,7 @@ class Grower:
         # score every position and push the active ones below any real score: cheaper than
         # gathering the (many) inactive positions, and the selection is the same
         scores = self.score(weight, grad, momentum).detach()
-        _require_finite(scores, f"'{self.name}' growth")
+        require_finite(scores, f"'{self.name}' growth")
         scores = scores.masked_fill(mask, float("-inf")).reshape(-1)
         out = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
         out[highest_k(scores, n, generator)] = True
@@ -280,7 +291,7 @@ class SETPruner(Pruner):
         candidates = mask.reshape(-1).nonzero().squeeze(1)
         _check_count(n, candidates.numel(), "active weights to prune")
         values = weight.reshape(-1)[candidates]
-        _require_finite(values, "'set' pruning")
+        require_finite(values, "'set' pruning")
         positive = (values >= 0).nonzero().squeeze(1)
         negative = (values < 0).nonzero().squeeze(1)
         n_pos = min((n + 1) // 2, positive.numel())

@@ -14,9 +14,9 @@ from dstlab.topology.criteria import (
     Grower,
     NonFiniteScoreError,
     Pruner,
-    all_finite,
     get_grower,
     get_pruner,
+    require_finite,
 )
 from dstlab.topology.distributions import check_density, layer_densities
 from dstlab.topology.masks import MaskedTarget, optimizer_parameters, sparsifiable_parameters
@@ -333,19 +333,17 @@ class DST:
         # score-based: active scores of every layer, then one threshold (global) or one per layer
         active, scores = {}, {}
         for target in self.targets:
-            cand = target.mask.reshape(-1).nonzero().squeeze(1)
-            if use_smoothed and target.name in self._smoothed:
-                s = self._smoothed[target.name].reshape(-1)[cand]
-            else:
-                s = _active_scores(pruner, target, grads[target.name], cand, generator)
-            if not all_finite(s):
-                raise _in_layer(
-                    NonFiniteScoreError(
-                        f"the '{pruner.name}' pruning scores contain NaN or infinite values."
-                    ),
-                    target.name,
-                    self.step_count,
-                )
+            try:
+                if use_smoothed and target.name in self._smoothed:
+                    cand = target.mask.reshape(-1).nonzero().squeeze(1)
+                    s = self._smoothed[target.name].reshape(-1)[cand]
+                    require_finite(s, f"smoothed '{pruner.name}' pruning")
+                else:
+                    cand, s = pruner.active_scores(
+                        target.weight(), grads[target.name], target.mask, generator
+                    )
+            except NonFiniteScoreError as error:
+                raise _in_layer(error, target.name, self.step_count) from None
             active[target.name], scores[target.name] = cand, s
         if self.selection == "local":
             picked = {n: lowest_k(scores[n], counts[n], generator) for n in scores}
@@ -401,12 +399,6 @@ class DST:
                 if previous is None
                 else previous.mul_(beta).add_(score, alpha=1 - beta)
             )
-
-
-def _active_scores(pruner: Pruner, target, grad, candidates, generator) -> torch.Tensor:
-    weight = target.weight().reshape(-1)[candidates]
-    g = None if grad is None else grad.reshape(-1)[candidates]
-    return pruner.score(weight, g, generator)
 
 
 def _make_pruner(prune: str | Pruner, gamma: float) -> Pruner:
