@@ -1,25 +1,28 @@
-"""dstlab: Dynamic Sparse Training for PyTorch (the public names of SPEC §10)."""
+"""dstlab: Dynamic Sparse Training for PyTorch (the public names of SPEC §10).
 
-import os
+Names load on first use, so ``import dstlab.cli`` can set process options before torch loads."""
 
-# OpenMP threads that spin while they wait make small models up to 10x slower on a machine
-# with other work (measured: digits MLP, 2 threads); read once, when torch is first imported
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from dstlab.errors import ConfigError, DataError, DstlabError
-from dstlab.topology import (
-    DST,
-    Grower,
-    NonFiniteScoreError,
-    Pruner,
-    get_grower,
-    get_pruner,
-    layer_densities,
-    list_growers,
-    list_pruners,
-    register_grower,
-    register_pruner,
-)
+
+if TYPE_CHECKING:
+    from dstlab.topology import (
+        DST,
+        Grower,
+        NonFiniteScoreError,
+        Pruner,
+        get_grower,
+        get_pruner,
+        layer_densities,
+        list_growers,
+        list_pruners,
+        register_grower,
+        register_pruner,
+    )
 
 __version__ = "0.1.0"
 
@@ -39,3 +42,10 @@ __all__ = [
     "register_grower",
     "register_pruner",
 ]
+_TOPOLOGY = frozenset(__all__) - {"ConfigError", "DataError", "DstlabError"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TOPOLOGY:
+        return getattr(importlib.import_module("dstlab.topology"), name)
+    raise AttributeError(f"module 'dstlab' has no attribute {name!r}")
