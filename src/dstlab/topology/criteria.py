@@ -50,7 +50,6 @@ class Pruner:
     """Removes the n active weights with the lowest score."""
 
     name = "pruner"
-    needs_grad = True
     #: whether `score` exists, so the criterion can take part in global selection and smoothing
     has_score = True
 
@@ -94,6 +93,8 @@ class Grower:
     """Activates the n inactive positions with the highest score."""
 
     name = "grower"
+    #: whether the engine must pass the optimizer's momentum (computed only for such growers)
+    needs_momentum = False
 
     def score(
         self,
@@ -150,6 +151,8 @@ class _FunctionPruner(Pruner):
 
 
 class _FunctionGrower(Grower):
+    needs_momentum = True  # a score function takes momentum; we cannot tell if it reads it
+
     def __init__(self, name: str, fn: Callable[..., torch.Tensor], params: dict[str, Any]):
         self.name, self._fn, self._params = name, fn, params
 
@@ -219,16 +222,12 @@ def list_growers() -> list[str]:
 
 @register_pruner("random")
 class RandomPruner(Pruner):
-    needs_grad = False
-
     def score(self, weight, grad, generator):
         return torch.rand(weight.shape, generator=generator).to(weight.device)
 
 
 @register_pruner("magnitude")
 class MagnitudePruner(Pruner):
-    needs_grad = False
-
     def score(self, weight, grad, generator):
         return weight.abs()
 
@@ -284,7 +283,6 @@ class SETPruner(Pruner):
     """Sign-split magnitude (SET): the ceil(n/2) smallest non-negative weights and the floor(n/2)
     negative weights closest to zero; a sign with too few gives the rest to the other."""
 
-    needs_grad = False
     has_score = False
 
     def select(self, weight, grad, mask, n, generator=None):
@@ -336,6 +334,8 @@ class GradientGrower(Grower):
 @register_grower("momentum")
 class MomentumGrower(Grower):
     """|optimizer momentum| (SNFS); for Adam the engine passes m / (sqrt(v) + eps)."""
+
+    needs_momentum = True
 
     def score(self, weight, grad, momentum):
         if momentum is None:

@@ -3,6 +3,7 @@ each sparse layer (SPEC §3). Pure PyTorch: no files, no datasets."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -101,6 +102,7 @@ class DST:
         self.total_steps = total_steps
         self.schedule = UpdateSchedule.create(update_every, update_start, update_end, total_steps)
         self.drop = DropFraction(drop_fraction, decay, drop_fraction_min, total_steps)
+        self.gamma = float(gamma)
         self.pruner = _make_pruner(prune, gamma)
         self.grower = grow if isinstance(grow, Grower) else get_grower(grow)
         self.shadow_pruners = {name: _make_pruner(name, gamma) for name in shadow_criteria}
@@ -194,9 +196,7 @@ class DST:
         ``.grad``) at a constant fraction, without acting: pooled and per-layer Jaccard."""
         if not 0.0 < fraction <= 1.0:
             raise ConfigError(f"fraction must be in (0, 1], got {fraction}.")
-        pruners = {
-            name: _make_pruner(name, getattr(self.pruner, "gamma", 1.0)) for name in criteria
-        }
+        pruners = {name: _make_pruner(name, self.gamma) for name in criteria}
         grads = self._current_grads()
         counts = {t.name: count_to_replace(fraction, t.active) for t in self.targets}
         removed = {
@@ -275,7 +275,7 @@ class DST:
         for target in self.targets:
             kept = target.mask & ~removed[target.name]
             n = int(torch.count_nonzero(removed[target.name]))
-            momentum = target.momentum(self.optimizer) if self.grower.name == "momentum" else None
+            momentum = target.momentum(self.optimizer) if self.grower.needs_momentum else None
             try:
                 grown[target.name] = self.grower.select(
                     target.weight(), grads[target.name], kept, n, self.generator, momentum
@@ -357,8 +357,10 @@ class DST:
         return out
 
     def _global_pick(self, scores, active, total, generator):
-        names = list(scores)
-        normalized = [self._normalize(scores[n], active[n], n) for n in names]
+        names = [t.name for t in self.targets]
+        normalized = [
+            self._normalize(scores[t.name], active[t.name], t.shape) for t in self.targets
+        ]
         pool = torch.cat(normalized)
         chosen = lowest_k(pool, total, generator)
         picked, offset = {}, 0
@@ -368,7 +370,11 @@ class DST:
             offset += s.numel()
         return picked
 
-    def _normalize(self, scores: torch.Tensor, active: torch.Tensor, name: str) -> torch.Tensor:
+    def _normalize(
+        self, scores: torch.Tensor, active: torch.Tensor, shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Scores of one layer's active weights (flat indices `active`) divided per layer, row or
+        column by their sum or maximum."""
         how = self.global_normalize
         if how is None or scores.numel() == 0:
             return scores
@@ -376,10 +382,10 @@ class DST:
         if scope == "layer":
             denom = scores.sum() if reduce == "sum" else scores.abs().max()
             return scores / (denom + 1e-12)
-        target = next(t for t in self.targets if t.name == name)
-        cols = target.numel // target.shape[0]
+        rows = shape[0]
+        cols = math.prod(shape) // rows
         group = active // cols if scope == "row" else active % cols
-        size = target.shape[0] if scope == "row" else cols
+        size = rows if scope == "row" else cols
         denom = torch.zeros(size, dtype=scores.dtype, device=scores.device)
         if reduce == "sum":
             denom.index_add_(0, group, scores)
