@@ -126,7 +126,7 @@ def test_momentum_growth_uses_the_momentum_magnitude():
 
 
 def test_momentum_growth_without_momentum_is_one_sentence():
-    with pytest.raises(ConfigError, match="needs optimizer momentum"):
+    with pytest.raises(ConfigError, match="needs the momentum of the dense gradient"):
         _grown("momentum", 1, torch.zeros_like(ALL))
 
 

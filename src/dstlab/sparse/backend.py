@@ -19,7 +19,7 @@ from torch import nn
 from dstlab.errors import ConfigError
 from dstlab.sparse.linear import SparseLinear
 from dstlab.sparse.update import rebuild
-from dstlab.topology.masks import MaskedTarget, momentum_of
+from dstlab.topology.masks import MaskedTarget
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,12 @@ def set_sparse_rule(rule: SparseRule) -> None:
 class SparseTarget:
     """One :class:`SparseLinear` seen by the engine as a dense weight with a bool mask.
 
-    The dense views (weight, gradient, momentum, mask) are built only when the engine asks, at
-    update steps; the training step itself touches only the active values. The dense gradient
-    (inactive positions included, for gradient growth) is ``Σ gyᵀ x`` over the batches captured
-    by the layer's backward since the last step; it is computed once per update and released
-    at the next :meth:`mask_grad`.
+    The dense views (weight, gradient, mask) are built only when the engine asks: at update
+    steps, and the gradient at every step when the engine keeps its momentum for momentum
+    growth; otherwise the training step touches only the active values. The dense gradient
+    (inactive positions included, for gradient and momentum growth) is ``Σ gyᵀ x`` over the
+    batches captured by the layer's backward since the last step; it is computed at most once
+    per step and released at the next :meth:`mask_grad`.
     """
 
     def __init__(self, name: str, layer: SparseLinear, optimizer: torch.optim.Optimizer):
@@ -137,10 +138,6 @@ class SparseTarget:
             return self._dense_grad
         g = self.layer.values.grad
         return None if g is None else self.layer.to_dense(g)
-
-    def momentum(self, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
-        m = momentum_of(optimizer, self.layer.values)
-        return None if m is None else self.layer.to_dense(m)
 
     def mask_grad(self) -> None:
         """Nothing to mask (only active gradients exist); release the update-step buffers,

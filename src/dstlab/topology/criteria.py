@@ -93,7 +93,8 @@ class Grower:
     """Activates the n inactive positions with the highest score."""
 
     name = "grower"
-    #: whether the engine must pass the optimizer's momentum (computed only for such growers)
+    #: whether the engine must keep and pass the momentum of the dense gradient (SPEC §5), an
+    #: extra tensor per layer that only such growers cost
     needs_momentum = False
 
     def score(
@@ -333,14 +334,15 @@ class GradientGrower(Grower):
 
 @register_grower("momentum")
 class MomentumGrower(Grower):
-    """|optimizer momentum| (SNFS); for Adam the engine passes m / (sqrt(v) + eps)."""
+    """|momentum of the dense gradient| (SNFS): the DST engine passes its own EMA of the
+    gradient before masking (the optimizer's momentum is 0 wherever a weight is inactive)."""
 
     needs_momentum = True
 
     def score(self, weight, grad, momentum):
         if momentum is None:
             raise ConfigError(
-                "growth criterion 'momentum' needs optimizer momentum (SGD with momentum > 0, "
-                "or Adam/AdamW) after at least one step."
+                "growth criterion 'momentum' needs the momentum of the dense gradient, which "
+                "the DST engine keeps from the first step that has a gradient."
             )
         return momentum.abs()

@@ -43,6 +43,7 @@ _ZERO_PRESERVING = (
     torch.optim.Adamax,
 )
 _SHADOW_SEED_OFFSET = 0x5EED
+_DEFAULT_MOMENTUM = 0.9  # β of the gradient EMA when the optimizer has no momentum of its own
 
 
 class DST:
@@ -141,6 +142,9 @@ class DST:
         self.step_count = 0
         self.records: list[dict[str, Any]] = []
         self._smoothed: dict[str, torch.Tensor] = {}
+        # EMA of the dense gradient before masking, for growers that rank by momentum (SPEC §5)
+        self._keeps_momentum = self.grower.needs_momentum and not self.static
+        self._grad_momentum: dict[str, torch.Tensor] = {}
         self._exact_optimizer = isinstance(optimizer, _ZERO_PRESERVING)
         self.enforce()
 
@@ -164,6 +168,8 @@ class DST:
         update (before the optimizer step by default). Returns the update record, if any."""
         t = self.step_count
         update = self.is_update_step(t)
+        if self._keeps_momentum:
+            self._track_grad_momentum()
         if self.score_smoothing is not None and not self.static:
             self._smooth_scores()
         record = None
@@ -206,7 +212,7 @@ class DST:
         return similarity_matrix(removed, list(criteria))
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "step": self.step_count,
             "masks": {n: m.clone() for n, m in self.masks.items()},
             "generator": self.generator.get_state(),
@@ -216,6 +222,9 @@ class DST:
             "records": list(self.records),
             "density": self.density,
         }
+        if self._keeps_momentum:
+            state["grad_momentum"] = {n: m.clone() for n, m in self._grad_momentum.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         names = {t.name for t in self.targets}
@@ -238,6 +247,13 @@ class DST:
         self.tracker.load_state_dict(state["tracker"])
         self._smoothed = {n: s.clone() for n, s in state.get("smoothed", {}).items()}
         self.records = list(state.get("records", []))
+        if self._keeps_momentum:
+            devices = {t.name: t.mask.device for t in self.targets}
+            self._grad_momentum = {
+                n: m.to(devices[n]).clone()
+                for n, m in state.get("grad_momentum", {}).items()
+                if n in devices
+            }
         self.enforce()
 
     # ------------------------------------------------------------------ construction
@@ -275,7 +291,7 @@ class DST:
         for target in self.targets:
             kept = target.mask & ~removed[target.name]
             n = int(torch.count_nonzero(removed[target.name]))
-            momentum = target.momentum(self.optimizer) if self.grower.needs_momentum else None
+            momentum = self._grad_momentum.get(target.name) if self._keeps_momentum else None
             try:
                 grown[target.name] = self.grower.select(
                     target.weight(), grads[target.name], kept, n, self.generator, momentum
@@ -393,6 +409,25 @@ class DST:
             denom.scatter_reduce_(0, group, scores.abs(), reduce="amax", include_self=True)
         return scores / (denom[group] + 1e-12)
 
+    @torch.no_grad()
+    def _track_grad_momentum(self) -> None:
+        """m ← β·m + (1−β)·g with g the raw gradient before masking: the optimizer's own
+        momentum is 0 at every inactive position, so momentum growth ranks them by this."""
+        betas = {
+            id(p): _momentum_beta(group)
+            for group in self.optimizer.param_groups
+            for p in group["params"]
+        }
+        for target in self.targets:
+            grad = target.grad()
+            if grad is None:  # no gradient this step: like the optimizer, leave m as it is
+                continue
+            beta = betas.get(id(target.param), _DEFAULT_MOMENTUM)
+            m = self._grad_momentum.get(target.name)
+            if m is None:
+                m = self._grad_momentum[target.name] = torch.zeros_like(grad)
+            m.mul_(beta).add_(grad, alpha=1.0 - beta)
+
     def _smooth_scores(self) -> None:
         """EMA of the pruning score between updates (an extra of SPEC §4)."""
         beta = self.score_smoothing
@@ -411,6 +446,16 @@ def _make_pruner(prune: str | Pruner, gamma: float) -> Pruner:
     if isinstance(prune, Pruner):
         return prune
     return get_pruner(prune, gamma=gamma) if prune == "mest" else get_pruner(prune)
+
+
+def _momentum_beta(group: dict[str, Any]) -> float:
+    """The optimizer's momentum (SGD, RMSprop) or β1 (Adam family) when positive, else 0.9."""
+    if group.get("momentum", 0) > 0:
+        return float(group["momentum"])
+    betas = group.get("betas")
+    if betas is not None and betas[0] > 0:
+        return float(betas[0])
+    return _DEFAULT_MOMENTUM
 
 
 def _in_layer(error: NonFiniteScoreError, layer: str, step: int) -> NonFiniteScoreError:

@@ -47,24 +47,6 @@ def state_tensors(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> list
     return [v for v in state.values() if torch.is_tensor(v) and v.shape == param.shape]
 
 
-def momentum_of(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> torch.Tensor | None:
-    """SGD's momentum buffer, or Adam's m / (sqrt(v) + eps); None when there is none yet."""
-    state = optimizer.state.get(param, {})
-    if state.get("momentum_buffer") is not None:
-        return state["momentum_buffer"]
-    if "exp_avg" in state and "exp_avg_sq" in state:
-        eps = next(
-            (
-                g.get("eps", 1e-8)
-                for g in optimizer.param_groups
-                if any(p is param for p in g["params"])
-            ),
-            1e-8,
-        )
-        return state["exp_avg"] / (state["exp_avg_sq"].sqrt() + eps)
-    return None
-
-
 class MaskedTarget:
     """A dense weight multiplied by a bool mask: the default ``backend="masked"``."""
 
@@ -95,9 +77,6 @@ class MaskedTarget:
 
     def grad(self) -> torch.Tensor | None:
         return None if self.param.grad is None else self.param.grad.detach()
-
-    def momentum(self, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
-        return momentum_of(optimizer, self.param)
 
     @torch.no_grad()
     def mask_grad(self) -> None:
