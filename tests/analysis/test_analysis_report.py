@@ -80,6 +80,46 @@ def test_page_has_every_section_and_a_summary_from_the_numbers(synthetic_report)
     assert "magnitude has the best mean rank" in page
 
 
+def _two_metrics_table() -> pd.DataFrame:
+    """Runs whose final model is 0.2 below their best-validation model."""
+    table = results_table(
+        criteria=("magnitude", "snip"), densities=(0.1,), seeds=2, baselines=False
+    )
+    return table.assign(test_acc=table.test_acc_best_val - 0.2)
+
+
+def test_default_metric_is_the_best_validation_models_test_accuracy(tmp_path):
+    table = _two_metrics_table()
+    page = write_report(table, tmp_path / "best").read_text()
+    summary = pd.read_csv(tmp_path / "best" / "summary.csv")
+    assert summary["mean"].mean() == pytest.approx(table.test_acc_best_val.mean())
+    head = page[: page.index('id="summary"')]  # said near the top, before the summary
+    assert (
+        "Accuracy here is the test accuracy of the model with the best validation accuracy" in head
+    )
+    assert "--metric test_acc gives the final model" in head
+
+    page = write_report(table, tmp_path / "final", metric="test_acc").read_text()
+    summary = pd.read_csv(tmp_path / "final" / "summary.csv")
+    assert summary["mean"].mean() == pytest.approx(table.test_acc.mean())
+    assert "test accuracy of the final model (test_acc)" in page[: page.index('id="summary"')]
+
+
+def test_cli_report_defaults_to_test_acc_best_val(tmp_path, monkeypatch):
+    from dstlab.analysis import cli_args, report, results
+    from dstlab.cli import main
+
+    assert (cli_args.METRICS, cli_args.DEFAULT_METRIC) == (
+        results.METRICS,
+        results.DEFAULT_METRIC,
+    )
+    asked = []
+    monkeypatch.setattr(report, "build_report", lambda study, metric: asked.append(metric) or "x")
+    assert main(["report", str(tmp_path)]) == 0
+    assert main(["report", str(tmp_path), "--metric", "test_acc"]) == 0
+    assert asked == ["test_acc_best_val", "test_acc"]
+
+
 def test_sections_without_data_say_why(tmp_path):
     table = results_table(
         criteria=("magnitude",), growths=("random",), densities=(0.1, 0.2), seeds=2
