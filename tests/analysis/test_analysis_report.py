@@ -26,6 +26,7 @@ def test_report_writes_the_tables_and_figures(synthetic_report):
         "ranks.csv",
         "similarity.csv",
         "best_or_tied.csv",
+        "best_or_tied_tests.csv",
         "update_period.csv",
         "start_similarity.csv",
     ):
@@ -78,6 +79,14 @@ def test_page_has_every_section_and_a_summary_from_the_numbers(synthetic_report)
     assert f"{done} of {len(table)} runs finished" in page
     assert "2 excluded (2 failed)" in page
     assert "magnitude has the best mean rank" in page
+    assert "Holm-adjusted" in page and "blocks / p (Holm p) / CD" in page
+    assert "blocks at neighbouring densities of one setup and growth" in page
+    assert "they are not independent" in page
+    tests = pd.read_csv(index.parent / "best_or_tied_tests.csv")
+    tested = tests.dropna(subset=["pvalue"])
+    assert len(tested) and (tested.pvalue_holm >= tested.pvalue).all()
+    ranks = pd.read_csv(index.parent / "ranks.csv").dropna(subset=["pvalue"])
+    assert len(ranks) and (ranks.pvalue_holm >= ranks.pvalue).all()
 
 
 def _two_metrics_table() -> pd.DataFrame:

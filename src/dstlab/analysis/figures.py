@@ -101,7 +101,11 @@ def mean_rank_bars(tests: list) -> Figure:
         ax.set_yticks(range(len(ranks)), list(ranks.index), fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("mean rank (1 = best)")
-        verdict = f"p = {test.pvalue:.3g}" if test.pvalue is not None else "no test"
+        verdict = (
+            f"p = {test.pvalue:.3g} (Holm {test.pvalue_adjusted:.3g})"
+            if test.pvalue is not None
+            else "no test"
+        )
         ax.set_title(f"{test.band}: {test.n_blocks} blocks, {verdict}", fontsize=9)
         if test.cd is not None:
             best = float(ranks.iloc[0])
