@@ -35,8 +35,13 @@ def test_report_writes_the_tables_and_figures(synthetic_report):
     assert {"setup", "growth", "criterion", "density", "mean", "std", "n"} <= set(summary.columns)
     assert set(summary.criterion) == {"magnitude", "set", "snip", "dense", "static"}
     sim = pd.read_csv(out / "similarity.csv")
-    assert list(sim.columns) == ["setup", "criterion_a", "criterion_b", "jaccard"]
+    assert list(sim.columns) == ["setup", "criterion_a", "criterion_b", "jaccard", "random_jaccard"]
     assert len(sim) == 16  # 4 criteria, every ordered pair
+    # synthetic updates remove 5 of 10 candidates: E|A∩B| = 2.5, so J = 2.5 / 7.5
+    assert sim.random_jaccard.to_numpy() == pytest.approx(1 / 3)
+    start = pd.read_csv(out / "start_similarity.csv")
+    levels = start.groupby("fraction").random_jaccard.unique()
+    assert levels[0.5] == pytest.approx([1 / 3]) and levels[0.25] == pytest.approx([0.9 / 5.1])
     ranks = pd.read_csv(out / "ranks.csv")
     assert ranks[ranks.band == "all"].sort_values("mean_rank").criterion.iloc[0] == "magnitude"
     pngs = sorted(p.stem for p in (out / "figures").glob("*.png"))
@@ -82,6 +87,11 @@ def test_page_has_every_section_and_a_summary_from_the_numbers(synthetic_report)
     assert "Holm-adjusted" in page and "blocks / p (Holm p) / CD" in page
     assert "blocks at neighbouring densities of one setup and growth" in page
     assert "they are not independent" in page
+    # every similarity figure is read against two random removals of the same sizes
+    assert "E|A ∩ B| = a·b/N" in page
+    assert page.count("two random removals of the same sizes would give 0.333") >= 2
+    assert "0.333 at fraction 0.5, 0.176 at fraction 0.25" in page
+    assert "dashed grey: two random removals of the same sizes" in page
     tests = pd.read_csv(index.parent / "best_or_tied_tests.csv")
     tested = tests.dropna(subset=["pvalue"])
     assert len(tested) and (tested.pvalue_holm >= tested.pvalue).all()
@@ -147,6 +157,7 @@ def test_sections_without_data_say_why(tmp_path):
         "criterion_a",
         "criterion_b",
         "jaccard",
+        "random_jaccard",
     ]
 
 

@@ -94,9 +94,11 @@ def _similarity(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or f"runs/similarity/{args.model}-{args.data}-d{args.density:g}")
     title = f"{args.data}/{args.model}, density {args.density:g}: at the start"
+    levels = ss.random_levels(result)
     for fraction, matrix in ss.matrices(result).items():
         print(f"Jaccard of removed sets, fraction {fraction:g}:")
         print(matrix.round(3).to_string())
+        print(f"two random removals of the same sizes: {levels[fraction]['pooled']:.3f}")
         print()
     csv, png = ss.write(result, out, title)
     print(f"wrote {csv} and {png}")

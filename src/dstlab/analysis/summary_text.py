@@ -81,12 +81,17 @@ def summarize(facts: dict[str, Any]) -> str:
             text += f", {abs(gap):.3f} {'above' if gap >= 0 else 'below'} dense at {f['dense']:.3f}"
         out.append(text + ").")
     sims = facts.get("similarity") or []
+    randoms = facts.get("similarity_random") or {}
     for setup, top, bottom in sims[:2]:
-        out.append(
+        text = (
             f"On {setup}, the most similar choices are {top.criterion_a} and {top.criterion_b} "
             f"(Jaccard {top.jaccard:.2f}), the least similar {bottom.criterion_a} and "
-            f"{bottom.criterion_b} ({bottom.jaccard:.2f})."
+            f"{bottom.criterion_b} ({bottom.jaccard:.2f})"
         )
+        random = randoms.get(setup)
+        if random is not None and random == random:  # NaN: not recorded
+            text += f"; two random removals of the same sizes would give {random:.2f}"
+        out.append(text + ".")
     periods = facts.get("update_period")
     if periods:
         total = sum(periods.values())
