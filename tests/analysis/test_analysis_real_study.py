@@ -53,7 +53,16 @@ def test_report_of_a_tiny_real_study(tmp_path, capsys):
     assert (square.to_numpy() == square.to_numpy().T).all()
     assert (square.to_numpy().diagonal() == 1.0).all()
 
+    # the random-removal level comes from the engine's own layer counts
+    assert sim.random_jaccard.between(0.0, 1.0).all()
+    # the random criterion is independent of magnitude's choice, so it sits at that level
+    pair = sim[(sim.criterion_a == "magnitude") & (sim.criterion_b == "random")].iloc[0]
+    assert pair.jaccard == pytest.approx(pair.random_jaccard, abs=0.03)
+    start = pd.read_csv(study / "report" / "start_similarity.csv")
+    assert start.random_jaccard.to_numpy() == pytest.approx(0.5 / 1.5, abs=0.01)
+
     page = index.read_text()
+    assert "two random removals of the same sizes would give" in page
     for key in ("accuracy", "similarity", "dynamics"):
         assert f'<section id="{key}">' in page and f'id="{key}"><h2>' in page
     assert "6 of 6 runs finished" in page
