@@ -79,9 +79,11 @@ def test_other_facts_become_sentences():
                 }
             },
             similarity=sims,
+            similarity_random={"digits/mlp": 0.33},
             update_period={800: 3, 100: 1},
         )
     )
     assert "set with gradient growth (0.800, 0.100 below dense at 0.900)" in text
     assert "magnitude and set (Jaccard 0.91)" in text and "snip and random (0.12)" in text
+    assert "(0.12); two random removals of the same sizes would give 0.33." in text
     assert "ΔT = 800 in 3 of 4 curves" in text
