@@ -96,6 +96,32 @@ def test_heatmaps_show_every_cell():
     assert all(len(ax.texts) == 4 for ax in images)
 
 
+def test_heatmaps_show_the_random_removal_level():
+    m = pd.DataFrame([[1.0, 0.3], [0.3, 1.0]], index=["a", "b"], columns=["a", "b"])
+    fig = figures.heatmaps({"f 0.5": m, "f 0.25": m}, "t", {"f 0.5": 1 / 3, "f 0.25": float("nan")})
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert titles == ["f 0.5\nrandom removals: 0.33", "f 0.25\nrandom removals: not recorded"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    marks = [line.get_ydata()[0] for ax in bars for line in ax.lines]
+    assert marks == [pytest.approx(1 / 3)]  # a red mark on the first colour bar only
+
+
+def test_jaccard_against_step_draws_the_random_level():
+    curves = pd.DataFrame(
+        {
+            "acting": ["magnitude"] * 4,
+            "other": ["snip", "snip", "set", "set"],
+            "step": [100, 200, 100, 200],
+            "mean": [0.5, 0.6, 0.7, 0.8],
+            "std": [0.0] * 4,
+            "random": [0.3, 0.2, 0.3, 0.2],
+        }
+    )
+    (ax,) = figures.jaccard_vs_step(curves, "s").axes
+    random = [line for line in ax.lines if line.get_label() == "random removals"]
+    assert len(random) == 1 and list(random[0].get_ydata()) == [0.3, 0.2]
+
+
 def test_an_empty_panel_is_refused(tmp_path):
     fig = Figure()
     axes = fig.subplots(1, 2)

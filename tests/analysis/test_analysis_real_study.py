@@ -44,7 +44,8 @@ def test_report_of_a_tiny_real_study(tmp_path, capsys):
     assert set(summary.criterion) == {"magnitude", "snip", "static", "dense"}
     row = summary[summary.criterion == "magnitude"].iloc[0]
     runs = results[(results.prune == "magnitude") & (results["mode"] == "dst")]
-    assert row["n"] == 2 and row["mean"] == pytest.approx(runs.test_acc.mean())
+    # the default metric: the test accuracy of each run's best-validation model
+    assert row["n"] == 2 and row["mean"] == pytest.approx(runs.test_acc_best_val.mean())
 
     sim = pd.read_csv(study / "report" / "similarity.csv")
     square = sim.pivot(index="criterion_a", columns="criterion_b", values="jaccard")
@@ -52,7 +53,16 @@ def test_report_of_a_tiny_real_study(tmp_path, capsys):
     assert (square.to_numpy() == square.to_numpy().T).all()
     assert (square.to_numpy().diagonal() == 1.0).all()
 
+    # the random-removal level comes from the engine's own layer counts
+    assert sim.random_jaccard.between(0.0, 1.0).all()
+    # the random criterion is independent of magnitude's choice, so it sits at that level
+    pair = sim[(sim.criterion_a == "magnitude") & (sim.criterion_b == "random")].iloc[0]
+    assert pair.jaccard == pytest.approx(pair.random_jaccard, abs=0.03)
+    start = pd.read_csv(study / "report" / "start_similarity.csv")
+    assert start.random_jaccard.to_numpy() == pytest.approx(0.5 / 1.5, abs=0.01)
+
     page = index.read_text()
+    assert "two random removals of the same sizes would give" in page
     for key in ("accuracy", "similarity", "dynamics"):
         assert f'<section id="{key}">' in page and f'id="{key}"><h2>' in page
     assert "6 of 6 runs finished" in page

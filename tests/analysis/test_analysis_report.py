@@ -26,6 +26,7 @@ def test_report_writes_the_tables_and_figures(synthetic_report):
         "ranks.csv",
         "similarity.csv",
         "best_or_tied.csv",
+        "best_or_tied_tests.csv",
         "update_period.csv",
         "start_similarity.csv",
     ):
@@ -34,8 +35,13 @@ def test_report_writes_the_tables_and_figures(synthetic_report):
     assert {"setup", "growth", "criterion", "density", "mean", "std", "n"} <= set(summary.columns)
     assert set(summary.criterion) == {"magnitude", "set", "snip", "dense", "static"}
     sim = pd.read_csv(out / "similarity.csv")
-    assert list(sim.columns) == ["setup", "criterion_a", "criterion_b", "jaccard"]
+    assert list(sim.columns) == ["setup", "criterion_a", "criterion_b", "jaccard", "random_jaccard"]
     assert len(sim) == 16  # 4 criteria, every ordered pair
+    # synthetic updates remove 5 of 10 candidates: E|A∩B| = 2.5, so J = 2.5 / 7.5
+    assert sim.random_jaccard.to_numpy() == pytest.approx(1 / 3)
+    start = pd.read_csv(out / "start_similarity.csv")
+    levels = start.groupby("fraction").random_jaccard.unique()
+    assert levels[0.5] == pytest.approx([1 / 3]) and levels[0.25] == pytest.approx([0.9 / 5.1])
     ranks = pd.read_csv(out / "ranks.csv")
     assert ranks[ranks.band == "all"].sort_values("mean_rank").criterion.iloc[0] == "magnitude"
     pngs = sorted(p.stem for p in (out / "figures").glob("*.png"))
@@ -78,6 +84,59 @@ def test_page_has_every_section_and_a_summary_from_the_numbers(synthetic_report)
     assert f"{done} of {len(table)} runs finished" in page
     assert "2 excluded (2 failed)" in page
     assert "magnitude has the best mean rank" in page
+    assert "Holm-adjusted" in page and "blocks / p (Holm p) / CD" in page
+    assert "blocks at neighbouring densities of one setup and growth" in page
+    assert "they are not independent" in page
+    # every similarity figure is read against two random removals of the same sizes
+    assert "E|A ∩ B| = a·b/N" in page
+    assert page.count("two random removals of the same sizes would give 0.333") >= 2
+    assert "0.333 at fraction 0.5, 0.176 at fraction 0.25" in page
+    assert "dashed grey: two random removals of the same sizes" in page
+    tests = pd.read_csv(index.parent / "best_or_tied_tests.csv")
+    tested = tests.dropna(subset=["pvalue"])
+    assert len(tested) and (tested.pvalue_holm >= tested.pvalue).all()
+    ranks = pd.read_csv(index.parent / "ranks.csv").dropna(subset=["pvalue"])
+    assert len(ranks) and (ranks.pvalue_holm >= ranks.pvalue).all()
+
+
+def _two_metrics_table() -> pd.DataFrame:
+    """Runs whose final model is 0.2 below their best-validation model."""
+    table = results_table(
+        criteria=("magnitude", "snip"), densities=(0.1,), seeds=2, baselines=False
+    )
+    return table.assign(test_acc=table.test_acc_best_val - 0.2)
+
+
+def test_default_metric_is_the_best_validation_models_test_accuracy(tmp_path):
+    table = _two_metrics_table()
+    page = write_report(table, tmp_path / "best").read_text()
+    summary = pd.read_csv(tmp_path / "best" / "summary.csv")
+    assert summary["mean"].mean() == pytest.approx(table.test_acc_best_val.mean())
+    head = page[: page.index('id="summary"')]  # said near the top, before the summary
+    assert (
+        "Accuracy here is the test accuracy of the model with the best validation accuracy" in head
+    )
+    assert "--metric test_acc gives the final model" in head
+
+    page = write_report(table, tmp_path / "final", metric="test_acc").read_text()
+    summary = pd.read_csv(tmp_path / "final" / "summary.csv")
+    assert summary["mean"].mean() == pytest.approx(table.test_acc.mean())
+    assert "test accuracy of the final model (test_acc)" in page[: page.index('id="summary"')]
+
+
+def test_cli_report_defaults_to_test_acc_best_val(tmp_path, monkeypatch):
+    from dstlab.analysis import cli_args, report, results
+    from dstlab.cli import main
+
+    assert (cli_args.METRICS, cli_args.DEFAULT_METRIC) == (
+        results.METRICS,
+        results.DEFAULT_METRIC,
+    )
+    asked = []
+    monkeypatch.setattr(report, "build_report", lambda study, metric: asked.append(metric) or "x")
+    assert main(["report", str(tmp_path)]) == 0
+    assert main(["report", str(tmp_path), "--metric", "test_acc"]) == 0
+    assert asked == ["test_acc_best_val", "test_acc"]
 
 
 def test_sections_without_data_say_why(tmp_path):
@@ -98,6 +157,7 @@ def test_sections_without_data_say_why(tmp_path):
         "criterion_a",
         "criterion_b",
         "jaccard",
+        "random_jaccard",
     ]
 
 

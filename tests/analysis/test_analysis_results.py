@@ -15,7 +15,7 @@ def test_only_done_runs_count_and_exclusions_are_counted():
     table = results_table(failed=3, seeds=2)
     table.loc[0, "status"] = "diverged"
     table.loc[1, "test_acc"] = None  # done but no accuracy: also left out, and said so
-    res = prepare(table)
+    res = prepare(table, "test_acc")
     assert res.total == len(table)
     assert res.excluded == {"failed": 3, "diverged": 1, "done but no test_acc": 1}
     assert len(res.runs) == len(table) - 5

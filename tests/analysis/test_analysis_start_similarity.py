@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dstlab.analysis.start_similarity import matrices, start_similarity
+from dstlab.analysis.start_similarity import matrices, random_levels, start_similarity
 from dstlab.cli import main
 from dstlab.errors import ConfigError
 
@@ -26,6 +26,10 @@ def test_matrices_are_symmetric_with_unit_diagonal_and_magnitude_matches_set():
         # random removal overlaps only by chance (about fraction / (2 - fraction))
         assert m.loc["magnitude", "set"] > 0.5
         assert m.loc["magnitude", "random"] < 0.5 * fraction + 0.15
+        # random removal is independent of magnitude's choice: it sits at the random level
+        level = random_levels(result)[fraction]["pooled"]
+        assert m.loc["magnitude", "random"] == pytest.approx(level, abs=0.03)
+        assert level == pytest.approx(fraction / (2 - fraction), abs=0.01)
     for layer in result[0.5]["per_layer"].values():
         layer = np.asarray(layer)
         assert np.allclose(layer, layer.T) and np.allclose(np.diag(layer), 1.0)
@@ -74,9 +78,15 @@ def test_cli_prints_the_matrix_and_writes_csv_and_heatmap(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "fraction 0.5" in printed and "fraction 0.25" in printed and "snip" in printed
+    assert "two random removals of the same sizes: 0.33" in printed
     table = pd.read_csv(out / "start_similarity.csv")
     pooled = table[table.layer == "pooled"]
     assert len(pooled) == 2 * 4  # two fractions, 2x2 matrix each
+    # about f / (2 - f) (per-layer rounding up of the removal sizes moves it a little)
+    levels = pooled.groupby("fraction").random_jaccard.unique()
+    assert levels[0.5] == pytest.approx([1 / 3], abs=0.01)
+    assert levels[0.25] == pytest.approx([0.25 / 1.75], abs=0.01)
+    assert table.random_jaccard.notna().all()
     assert (out / "start_similarity.png").is_file() and (out / "start_similarity.svg").is_file()
 
 

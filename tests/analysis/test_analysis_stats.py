@@ -43,7 +43,10 @@ def test_no_difference_is_not_found():
 
 
 def test_best_or_tied_counts_a_planted_winner_and_equal_criteria():
-    planted = prepare(results_table(effects={"magnitude": 0.05}, densities=(0.05, 0.2), seed=1))
+    # five seeds: enough for every comparison to stay significant after Holm's correction
+    planted = prepare(
+        results_table(effects={"magnitude": 0.05}, densities=(0.05, 0.2), seeds=5, seed=1)
+    )
     table = stats.best_or_tied(planted.dst, planted.factors)
     magnitude = table[table.criterion == "magnitude"]
     assert (magnitude.best == magnitude.blocks).all() and (magnitude.blocks == 2).all()
@@ -54,6 +57,51 @@ def test_best_or_tied_counts_a_planted_winner_and_equal_criteria():
     table = stats.best_or_tied(equal.dst, equal.factors)
     assert table.best.sum() == 4  # one best per block: 2 growths x 2 densities
     assert table.best_or_tied.sum() >= 0.75 * table.blocks.sum()
+
+
+def test_holm_matches_a_hand_computed_example():
+    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, then 0.04·1 = 0.04 lifted to 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert stats.holm([0.02]) == [0.02] and stats.holm([]) == []
+
+
+def test_rank_test_decision_uses_the_holm_adjusted_p():
+    def band(name: str, p: float) -> stats.RankTest:
+        ranks = pd.Series({"a": 1.2, "b": 2.8})
+        return stats.RankTest(name, ranks, 12, p, None, "Wilcoxon signed-rank")
+
+    alone = band("all", 0.04)
+    assert alone.significant and alone.differs("a", "b")  # one test: its raw p decides
+    tests = stats.adjust_rank_tests([band("all", 0.04), band("low", 0.03), band("high", 0.2)])
+    assert [t.pvalue for t in tests] == [0.04, 0.03, 0.2]  # raw p kept
+    assert [t.pvalue_holm for t in tests] == pytest.approx([0.09, 0.09, 0.2])
+    assert not any(t.significant for t in tests)  # raw p < 0.05, adjusted p is not
+    assert not tests[0].differs("a", "b")
+
+
+def _two_criteria_blocks(densities: tuple[float, ...]) -> pd.DataFrame:
+    """'a' beats 'b' by 0.02 ± 0.01 over three seeds in every block: one-sided Welch p ≈ 0.035."""
+    rows = []
+    for density in densities:
+        for criterion, values in (("a", (0.90, 0.91, 0.92)), ("b", (0.88, 0.89, 0.90))):
+            rows += [("s", "random", density, criterion, v) for v in values]
+    return pd.DataFrame(rows, columns=["setup", "growth", "density", "criterion", "acc"])
+
+
+def test_best_or_tied_decision_flips_when_the_correction_matters():
+    one = stats.tie_tests(_two_criteria_blocks((0.1,)), [])
+    b = one[one.criterion == "b"].iloc[0]
+    assert 0.025 < b.pvalue < 0.05 and b.pvalue_holm == b.pvalue  # a family of one
+    assert not b.tied and not b.tied_uncorrected
+
+    two = stats.tie_tests(_two_criteria_blocks((0.1, 0.2)), [])
+    b = two[two.criterion == "b"]
+    assert (b.pvalue < 0.05).all() and (b.pvalue_holm >= 0.05).all()
+    assert b.tied.all() and not b.tied_uncorrected.any()  # the decision flips
+    counts = stats.best_or_tied(_two_criteria_blocks((0.1, 0.2)), [])
+    row = counts[counts.criterion == "b"]
+    assert row.best_or_tied.tolist() == [1, 1] and row.best_or_tied_uncorrected.tolist() == [0, 0]
 
 
 def test_ranks_share_ties_and_best_is_one():
@@ -93,7 +141,8 @@ def test_ranks_table_lists_every_band():
     assert set(table.band) == {"all", "density <= 0.1", "density > 0.1"}
     best = table[table.position == 1]
     assert (best.criterion == "set").all()
-    assert (table.pvalue < 0.05).all()
+    assert (table.pvalue < 0.05).all() and (table.pvalue_holm < 0.05).all()
+    assert (table.pvalue_holm >= table.pvalue).all()
     assert table.mean_rank.between(1, 4).all()
 
 

@@ -48,6 +48,17 @@ def test_no_difference_and_no_test_are_said_plainly():
     assert "so no significance test was run" in summarize(_facts(tests=[few]))
 
 
+def test_adjusted_p_is_shown_and_decides():
+    low = _test("density <= 0.1", {"magnitude": 1.1, "snip": 2.6, "set": 2.3}, 0.03)
+    low.pvalue_holm = 0.09  # raw p < 0.05, but not after Holm's correction
+    text = summarize(_facts(tests=[low]))
+    assert (
+        "finds no significant difference between the criteria (p = 0.03, Holm-adjusted 0.09)"
+        in text
+    )
+    assert "significantly better" not in text
+
+
 def test_other_facts_become_sentences():
     sims = [
         (
@@ -68,9 +79,11 @@ def test_other_facts_become_sentences():
                 }
             },
             similarity=sims,
+            similarity_random={"digits/mlp": 0.33},
             update_period={800: 3, 100: 1},
         )
     )
     assert "set with gradient growth (0.800, 0.100 below dense at 0.900)" in text
     assert "magnitude and set (Jaccard 0.91)" in text and "snip and random (0.12)" in text
+    assert "(0.12); two random removals of the same sizes would give 0.33." in text
     assert "ΔT = 800 in 3 of 4 curves" in text

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from dstlab.errors import ConfigError
 
-_METRICS = ("test_acc", "test_acc_best_val", "best_val_acc")
+# the names only: dstlab.analysis.results imports pandas, which `dstlab --help` must not load
+METRICS = ("test_acc", "test_acc_best_val", "best_val_acc")
+DEFAULT_METRIC = "test_acc_best_val"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     report.add_argument("study_dir", metavar="DIR", help="the study directory")
     report.add_argument(
         "--metric",
-        choices=_METRICS,
-        default="test_acc",
-        help="accuracy to compare (default: test accuracy of the final model)",
+        choices=METRICS,
+        default=DEFAULT_METRIC,
+        help="accuracy to compare (default: test_acc_best_val, the test accuracy of the model "
+        "with the best validation accuracy, as the study reports; test_acc: the final model)",
     )
     report.set_defaults(func=_report)
 
@@ -91,9 +94,11 @@ def _similarity(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or f"runs/similarity/{args.model}-{args.data}-d{args.density:g}")
     title = f"{args.data}/{args.model}, density {args.density:g}: at the start"
+    levels = ss.random_levels(result)
     for fraction, matrix in ss.matrices(result).items():
         print(f"Jaccard of removed sets, fraction {fraction:g}:")
         print(matrix.round(3).to_string())
+        print(f"two random removals of the same sizes: {levels[fraction]['pooled']:.3f}")
         print()
     csv, png = ss.write(result, out, title)
     print(f"wrote {csv} and {png}")

@@ -101,7 +101,11 @@ def mean_rank_bars(tests: list) -> Figure:
         ax.set_yticks(range(len(ranks)), list(ranks.index), fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("mean rank (1 = best)")
-        verdict = f"p = {test.pvalue:.3g}" if test.pvalue is not None else "no test"
+        verdict = (
+            f"p = {test.pvalue:.3g} (Holm {test.pvalue_adjusted:.3g})"
+            if test.pvalue is not None
+            else "no test"
+        )
         ax.set_title(f"{test.band}: {test.n_blocks} blocks, {verdict}", fontsize=9)
         if test.cd is not None:
             best = float(ranks.iloc[0])
@@ -126,11 +130,19 @@ def cd_diagram(test) -> Figure:
     return fig
 
 
-def heatmap(matrix: pd.DataFrame, title: str, ax=None) -> Figure:
-    """An annotated Jaccard heatmap (0..1)."""
+def random_label(value: float | None) -> str:
+    """How a figure names the random-removal level: 'random removals: 0.33' or 'not recorded'."""
+    if value is None or not np.isfinite(value):
+        return "random removals: not recorded"
+    return f"random removals: {value:.2f}"
+
+
+def heatmap(matrix: pd.DataFrame, title: str, ax=None, random: float | None = None) -> Figure:
+    """An annotated Jaccard heatmap (0..1); ``random``, the Jaccard two random removals of the
+    same sizes would have, goes into the title and as a red mark on the colour bar."""
     if ax is None:
         k = len(matrix)
-        fig = Figure(figsize=(1.6 + 0.75 * k, 1.0 + 0.7 * k))
+        fig = Figure(figsize=(1.6 + 0.75 * k, 1.2 + 0.7 * k))
         ax = fig.subplots()
     else:
         fig = ax.figure
@@ -146,30 +158,47 @@ def heatmap(matrix: pd.DataFrame, title: str, ax=None) -> Figure:
                 ax.text(
                     j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6, color=colour
                 )
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="Jaccard")
+    if random is None:
+        ax.set_title(title, fontsize=9)
+    else:
+        ax.set_title(f"{title}\n{random_label(random)}", fontsize=9)
+    bar = fig.colorbar(image, ax=ax, shrink=0.8, label="Jaccard")
+    if random is not None and np.isfinite(random):
+        bar.ax.axhline(random, color="red", lw=2)
+        bar.ax.text(1.6, random, "random", color="red", fontsize=6, va="center",
+                    transform=bar.ax.get_yaxis_transform())  # fmt: skip
     return fig
 
 
-def heatmaps(matrices: dict[str, pd.DataFrame], title: str) -> Figure:
-    """One heatmap panel per entry (e.g. per prune fraction)."""
+def heatmaps(
+    matrices: dict[str, pd.DataFrame], title: str, randoms: dict[str, float] | None = None
+) -> Figure:
+    """One heatmap panel per entry (e.g. per prune fraction), each with its random level."""
     k = max(len(m) for m in matrices.values())
-    fig, axes = _grid(len(matrices), max_cols=2, size=(1.3 + 0.75 * k, 0.8 + 0.7 * k))
+    fig, axes = _grid(len(matrices), max_cols=2, size=(1.5 + 0.75 * k, 1.0 + 0.7 * k))
     for ax, (label, matrix) in zip(axes, matrices.items(), strict=True):
-        heatmap(matrix, label, ax=ax)
+        random = None if randoms is None else randoms.get(label, float("nan"))
+        heatmap(matrix, label, ax=ax, random=random)
     fig.suptitle(title)
     return fig
 
 
 def jaccard_vs_step(curves: pd.DataFrame, title: str) -> Figure:
-    """A panel per acting criterion, a line per other criterion: Jaccard of removed sets."""
+    """A panel per acting criterion, a line per other criterion: Jaccard of removed sets; a
+    dashed grey line (column ``random``, when given) for two random removals of the same sizes."""
     actings = order_criteria(curves["acting"].unique())
     colours = _colours(list(set(curves["other"])))
     fig, axes = _grid(len(actings))
     for ax, acting in zip(axes, actings, strict=True):
-        for other, rows in curves[curves["acting"] == acting].groupby("other", sort=False):
+        panel = curves[curves["acting"] == acting]
+        for other, rows in panel.groupby("other", sort=False):
             rows = rows.sort_values("step")
             _line(ax, rows.step, rows["mean"], rows["std"], other, colours[other])
+        if "random" in panel:
+            level = panel.groupby("step")["random"].mean().dropna()
+            if not level.empty:
+                ax.plot(level.index, level.to_numpy(), color="0.4", ls="--", lw=1.2,
+                        label="random removals")  # fmt: skip
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("training step")
         ax.set_ylabel("Jaccard with acting criterion")

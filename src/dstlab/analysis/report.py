@@ -14,7 +14,13 @@ import pandas as pd
 from dstlab.analysis import sections_accuracy, sections_options, sections_topology
 from dstlab.analysis.context import Context
 from dstlab.analysis.html import Section, render
-from dstlab.analysis.results import RecordReader, prepare, read_metrics
+from dstlab.analysis.results import (
+    DEFAULT_METRIC,
+    RecordReader,
+    describe_metric,
+    prepare,
+    read_metrics,
+)
 from dstlab.analysis.similarity import collect
 from dstlab.analysis.summary_text import summarize
 
@@ -24,7 +30,7 @@ def write_report(
     out_dir: str | Path,
     read: RecordReader = read_metrics,
     *,
-    metric: str = "test_acc",
+    metric: str = DEFAULT_METRIC,
     title: str = "dstlab study report",
 ) -> Path:
     """Write the report for a result table into ``out_dir``; return the path of index.html."""
@@ -44,13 +50,14 @@ def write_report(
         sections_topology.dynamics(ctx, obs),
     ]
     shown = [s for s in sections if s is not None]
-    page = render(title, f"{res.total} runs; accuracy = {metric}.", summarize(ctx.facts), shown)
+    subtitle = f"{res.total} runs. {describe_metric(metric)}"
+    page = render(title, subtitle, summarize(ctx.facts), shown)
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
 
 
-def build_report(study_dir: str | Path, *, metric: str = "test_acc") -> Path:
+def build_report(study_dir: str | Path, *, metric: str = DEFAULT_METRIC) -> Path:
     """Report of a study directory into ``study_dir/report``; returns the path of index.html."""
     from dstlab.study import read_results
 

@@ -23,6 +23,17 @@ from dstlab.run.config import RunConfig
 RecordReader = Callable[[str], list[dict[str, Any]]]
 
 METRICS = ("test_acc", "test_acc_best_val", "best_val_acc")
+#: the study reports the test accuracy of the model with the best validation accuracy
+DEFAULT_METRIC = "test_acc_best_val"
+_METRIC_WORDS = {
+    "test_acc_best_val": "Accuracy here is the test accuracy of the model with the best "
+    "validation accuracy (test_acc_best_val; a run without a validation split reports its final "
+    "model); --metric test_acc gives the final model.",
+    "test_acc": "Accuracy here is the test accuracy of the final model (test_acc); the default, "
+    "--metric test_acc_best_val, gives the model with the best validation accuracy.",
+    "best_val_acc": "Accuracy here is the best validation accuracy (best_val_acc), not a test "
+    "accuracy; the default, --metric test_acc_best_val, gives that model's test accuracy.",
+}
 
 # identity fields that never separate comparable groups: they are the axes of the analysis, or
 # they are observers that do not change the training
@@ -85,7 +96,12 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def prepare(results: pd.DataFrame, metric: str = "test_acc") -> Results:
+def describe_metric(metric: str) -> str:
+    """One sentence that says which model's accuracy on which split the report compares."""
+    return _METRIC_WORDS[metric]
+
+
+def prepare(results: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Results:
     """Keep the runs with status ``done`` and a finite ``metric``; add the analysis columns."""
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}.")

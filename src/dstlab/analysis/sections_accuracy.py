@@ -114,6 +114,15 @@ def rankings(ctx: Context) -> Section:
     if matrix.dropped_criteria:
         text += f"; criteria in under half the blocks were left out: {', '.join(matrix.dropped_criteria)}"
     sec.paragraphs.append(text + ".")
+    sec.paragraphs.append(
+        "Multiple tests: the band tests (all blocks, density ≤ 0.1, density > 0.1) are one "
+        "family and the best-or-tied t-tests another; within each, decisions use Holm-adjusted "
+        "p-values (Holm–Bonferroni), and raw and adjusted p are both shown. Holm's correction "
+        "holds whatever the dependence between tests (the 'all' band shares its blocks with the "
+        "other two), but it cannot repair what the rank tests assume of their blocks: blocks at "
+        "neighbouring densities of one setup and growth share data, model and training recipe, so "
+        "they are not independent and the p-values are likely smaller than they should be."
+    )
     for t in tests:
         if t.reason:
             sec.paragraphs.append(f"{t.band}: no test, {t.reason}.")
@@ -122,10 +131,10 @@ def rankings(ctx: Context) -> Section:
         mean_ranks.sort_values(mean_ranks.columns[0]).rename_axis("criterion").reset_index()
     )
     footer = {
-        "criterion": "blocks / p-value / CD",
+        "criterion": "blocks / p (Holm p) / CD",
         **{
             t.band: f"{t.n_blocks} / "
-            + (f"{t.pvalue:.3g}" if t.pvalue is not None else "-")
+            + (f"{t.pvalue:.3g} ({t.pvalue_adjusted:.3g})" if t.pvalue is not None else "-")
             + (f" / {t.cd:.2f}" if t.cd is not None else "")
             for t in tests
         },
@@ -141,22 +150,33 @@ def rankings(ctx: Context) -> Section:
         if t.cd is not None and t.autorank_result is not None:
             caption = (
                 f"Critical-difference diagram, {t.band} ({t.n_blocks} blocks, Friedman "
-                f"p = {t.pvalue:.3g}, Nemenyi CD = {t.cd:.2f}): mean ranks on the axis, criteria "
-                "joined by a bar are not significantly different."
+                f"p = {t.pvalue:.3g}, Holm-adjusted p = {t.pvalue_adjusted:.3g}, Nemenyi "
+                f"CD = {t.cd:.2f}): mean ranks on the axis, criteria joined by a bar are not "
+                "significantly different."
             )
             sec.figures.append(ctx.save(figures.cd_diagram(t), f"cd-{t.key}", caption))
 
+    comparisons = stats.tie_tests(dst, ctx.res.factors)
+    sec.files.append(ctx.csv(comparisons, "best_or_tied_tests.csv"))
     tied = stats.best_or_tied(dst, ctx.res.factors)
     sec.files.append(ctx.csv(tied, "best_or_tied.csv"))
     if not tied.empty:
         cells = tied.assign(
-            cell=tied.apply(lambda r: f"{r.best} / {r.best_or_tied} of {r.blocks}", axis=1)
+            cell=tied.apply(
+                lambda r: (
+                    f"{r.best} / {r.best_or_tied} ({r.best_or_tied_uncorrected}) of {r.blocks}"
+                ),
+                axis=1,
+            )
         ).pivot_table(index="density", columns="criterion", values="cell", aggfunc="first")
+        n_tests = int(comparisons["pvalue"].notna().sum())
         sec.tables.append(
             (
-                "Per density: blocks where a criterion is best / best or tied with the best, of all "
-                "blocks (tied = not significantly worse than the best over seeds by a one-sided "
-                "Welch t-test, alpha = 0.05, no multiple-comparison correction)",
+                "Per density: blocks where a criterion is best / best or tied with the best "
+                "(uncorrected in brackets), of all blocks. Tied = not significantly worse than "
+                "the best over seeds by a one-sided Welch t-test, alpha = 0.05, Holm-adjusted over "
+                f"all {n_tests} comparisons; raw and adjusted p of each are in "
+                "best_or_tied_tests.csv",
                 table_html(cells.reset_index().fillna("")),
             )
         )

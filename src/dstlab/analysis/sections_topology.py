@@ -20,7 +20,9 @@ def similarity(ctx: Context, obs: Observations) -> Section:
     sim = (
         similarity_table(pairs)
         if not pairs.empty
-        else pd.DataFrame(columns=["setup", "criterion_a", "criterion_b", "jaccard"])
+        else pd.DataFrame(
+            columns=["setup", "criterion_a", "criterion_b", "jaccard", "random_jaccard"]
+        )
     )
     sec.files.append(ctx.csv(sim, "similarity.csv"))
     if pairs.empty and start.empty:
@@ -31,24 +33,29 @@ def similarity(ctx: Context, obs: Observations) -> Section:
         return sec
     sec.paragraphs.append(
         "Jaccard index |A ∩ B| / |A ∪ B| of the weight sets two criteria remove from the very same "
-        "state, pooled over layers (1 = identical choices)."
+        "state, pooled over layers (1 = identical choices). Read it against the Jaccard two "
+        "random removals of the same sizes would have: with N candidates in a layer (its active "
+        "weights) and removals of a and b weights, E|A ∩ B| = a·b/N, pooled like the real index "
+        "as Σ a·b/N over Σ (a + b − a·b/N) (one pool of all layers under global selection). It "
+        "is in every figure's title or as a dashed line, and in the CSV files as random_jaccard."
     )
     if pairs.empty:
         sec.paragraphs.append(
             "No update recorded shadow criteria, so there is no similarity during training."
         )
-    extremes = []
+    extremes, randoms = [], {}
     for setup, group in pairs.groupby("setup", sort=True):
         means = mean_pairs(group)
         matrix = to_matrix(means)
         n_runs = group["run_id"].nunique()
+        random = float(group["random"].mean())
+        randoms[setup] = random
         caption = (
             f"{setup}: pooled Jaccard between removed sets, mean over {len(group) // max(len(means), 1)} "
-            f"update(s) in {n_runs} run(s)."
+            f"update(s) in {n_runs} run(s); {_random_words(random)}"
         )
-        sec.figures.append(
-            ctx.save(figures.heatmap(matrix, setup), f"similarity-{figures.slug(setup)}", caption)
-        )
+        fig = figures.heatmap(matrix, setup, random=random)
+        sec.figures.append(ctx.save(fig, f"similarity-{figures.slug(setup)}", caption))
         if len(means):
             top = means.loc[means["jaccard"].idxmax()]
             bottom = means.loc[means["jaccard"].idxmin()]
@@ -60,10 +67,12 @@ def similarity(ctx: Context, obs: Observations) -> Section:
                     figures.jaccard_vs_step(curves, setup),
                     f"similarity-steps-{figures.slug(setup)}",
                     f"{setup}: Jaccard between the acting criterion's removed set and each shadow "
-                    "criterion's, against training step (mean ± std over runs).",
+                    "criterion's, against training step (mean ± std over runs); dashed grey: two "
+                    "random removals of the same sizes.",
                 )
             )
     ctx.facts["similarity"] = extremes
+    ctx.facts["similarity_random"] = randoms
     if start.empty:
         sec.paragraphs.append(
             "No run recorded similarity at the start (start_similarity), so that part is left out."
@@ -72,22 +81,40 @@ def similarity(ctx: Context, obs: Observations) -> Section:
     start_means = mean_pairs(start, ["setup", "density", "fraction"])
     sec.files.append(ctx.csv(start_means, "start_similarity.csv"))
     for (setup, density), group in start_means.groupby(["setup", "density"], sort=True):
-        panels = {
-            f"fraction {fraction:g}": to_matrix(g)
-            for fraction, g in sorted(group.groupby("fraction"), key=lambda kv: -kv[0])
-        }
+        by_fraction = sorted(group.groupby("fraction"), key=lambda kv: -kv[0])
+        panels = {f"fraction {fraction:g}": to_matrix(g) for fraction, g in by_fraction}
+        levels = {f"fraction {f:g}": float(g["random_jaccard"].mean()) for f, g in by_fraction}
         title = f"{setup}, density {density:g}: at the start"
         name = f"start-{figures.slug(setup)}-d{density:g}"
+        known = {k: v for k, v in levels.items() if pd.notna(v)}
+        random_text = (
+            "two random removals of the same sizes would give "
+            + ", ".join(f"{v:.3f} at {k}" for k, v in known.items())
+            + "."
+            if known
+            else _random_words(float("nan"))
+        )
         caption = (
             f"{setup} at density {density:g}: Jaccard of the sets each criterion would remove from "
-            "the initial network, one panel per prune fraction (mean over runs)."
+            f"the initial network, one panel per prune fraction (mean over runs); {random_text}"
         )
-        sec.figures.append(ctx.save(figures.heatmaps(panels, title), name, caption))
+        fig = figures.heatmaps(panels, title, levels)
+        sec.figures.append(ctx.save(fig, name, caption))
     return sec
 
 
+def _random_words(random: float) -> str:
+    if pd.isna(random):
+        return (
+            "the random-removal level is unknown: these records carry no per-layer active and "
+            "removed counts."
+        )
+    return f"two random removals of the same sizes would give {random:.3f}."
+
+
 def _jaccard_curves(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Rows (acting, other, step, mean, std) for the pairs that include the acting criterion."""
+    """Rows (acting, other, step, mean, std, random) for the pairs that include the acting
+    criterion; ``random`` is the random-removal Jaccard of the same records."""
     with_acting = pairs[
         (pairs["criterion_a"] == pairs["acting"]) | (pairs["criterion_b"] == pairs["acting"])
     ]
@@ -97,8 +124,10 @@ def _jaccard_curves(pairs: pd.DataFrame) -> pd.DataFrame:
         with_acting["criterion_a"] == with_acting["acting"], with_acting["criterion_a"]
     )
     frame = with_acting.assign(other=other)
-    out = frame.groupby(["acting", "other", "step"], sort=False)["jaccard"].agg(["mean", "std"])
-    return out.fillna(0.0).reset_index()
+    grouped = frame.groupby(["acting", "other", "step"], sort=False)
+    out = grouped["jaccard"].agg(["mean", "std"]).fillna(0.0)
+    out["random"] = grouped["random"].mean()
+    return out.reset_index()
 
 
 def dynamics(ctx: Context, obs: Observations) -> Section:

@@ -3,7 +3,16 @@
 Update records carry ITOP and churn, and (with shadow criteria) the pooled Jaccard matrix of
 the sets each criterion would remove on the very same state; ``start_similarity`` records the
 same matrix on the initial network at a constant fraction. This module turns them into long
-tables and into mean matrices (symmetric, 1 on the diagonal)."""
+tables and into mean matrices (symmetric, 1 on the diagonal).
+
+Every record also gets the Jaccard index that two *random* removals of the same sizes would
+have, the level to read the real ones against. For one layer with N candidates and removals of
+a and b weights, E|A ∩ B| = a·b/N; like the real index it is pooled over layers:
+Σ E|A ∩ B| / Σ (a + b − E|A ∩ B|). Update records carry each layer's active, removed and grown
+counts (the candidates are the weights active before the update: active − grown + removed);
+start records carry none, so their candidates are read from the run's first update record,
+whose "before" state is the initial topology. Under global selection the criteria split the
+removal between layers differently, so the baseline pools all layers into one candidate set."""
 
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dstlab.analysis.results import RecordReader
+from dstlab.analysis.results import NONE, RecordReader
 
 # the order of SPEC §4, so heatmaps read the same way in every report
 CRITERIA_ORDER = (
@@ -30,13 +39,82 @@ CRITERIA_ORDER = (
 _PAIR_COLUMNS = ["criterion_a", "criterion_b", "jaccard"]
 
 
+#: (candidates N, removed a, removed b) of one layer, or of the pooled layers
+Sizes = tuple[int, int, int]
+
+
 @dataclass
 class Observations:
-    """Everything the similarity and dynamics sections read, one row per record (or pair)."""
+    """Everything the similarity and dynamics sections read, one row per record (or pair).
+    ``random`` is the Jaccard of two random removals of the record's sizes (NaN: not known)."""
 
     updates: pd.DataFrame  # run_id, step, itop, churn
-    pairs: pd.DataFrame  # run_id, step, acting, criterion_a, criterion_b, jaccard
-    start: pd.DataFrame  # run_id, fraction, criterion_a, criterion_b, jaccard
+    pairs: pd.DataFrame  # run_id, step, acting, criterion_a, criterion_b, jaccard, random
+    start: pd.DataFrame  # run_id, fraction, criterion_a, criterion_b, jaccard, random
+
+
+def random_jaccard(sizes: Iterable[Sizes]) -> float:
+    """Jaccard of two uniformly random removals of a and b of N candidates per layer, pooled:
+    Σ a·b/N over Σ (a + b − a·b/N); 1.0 when nothing is removed (as the engine's index)."""
+    inter = union = 0.0
+    for n, a, b in sizes:
+        if n <= 0:
+            continue
+        expected = a * b / n
+        inter += expected
+        union += a + b - expected
+    return inter / union if union > 0 else 1.0
+
+
+def _pool(sizes: list[Sizes], pooled: bool) -> list[Sizes]:
+    if not pooled or not sizes:
+        return sizes
+    return [tuple(sum(column) for column in zip(*sizes, strict=True))]  # type: ignore[list-item]
+
+
+def update_sizes(record: dict, pooled: bool = False) -> list[Sizes] | None:
+    """Per-layer (candidates, removed, removed) of an update record; None when not recorded."""
+    layers = record.get("layers")
+    if not isinstance(layers, dict) or not layers:
+        return None
+    sizes = []
+    try:
+        for counts in layers.values():
+            removed = int(counts["removed"])
+            candidates = int(counts["active"]) - int(counts.get("grown", removed)) + removed
+            sizes.append((candidates, removed, removed))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return _pool(sizes, pooled)
+
+
+def start_sizes(candidates: dict[str, int], fraction: float, pooled: bool = False) -> list[Sizes]:
+    """Per-layer sizes of the removals at the start: ceil(fraction · N) of each layer's N, as
+    the engine counts them."""
+    from dstlab.topology.schedules import count_to_replace
+
+    sizes = []
+    for n in candidates.values():
+        a = count_to_replace(fraction, n)
+        sizes.append((n, a, a))
+    return _pool(sizes, pooled)
+
+
+def _initial_candidates(records: list[dict]) -> dict[str, int] | None:
+    """Each layer's active count before the first update: the initial topology."""
+    updates = [
+        r for r in records if r.get("kind") == "update" and isinstance(r.get("layers"), dict)
+    ]
+    if not updates:
+        return None
+    first = min(updates, key=lambda r: r.get("step") or 0)
+    try:
+        return {
+            name: int(c["active"]) - int(c.get("grown", c["removed"])) + int(c["removed"])
+            for name, c in first["layers"].items()
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def order_criteria(names: Iterable[str]) -> list[str]:
@@ -63,11 +141,28 @@ def _pairs(similarity: dict) -> list[tuple[str, str, float]]:
     return out
 
 
+def _random_at_start(record: dict, initial: dict[str, int] | None, pooled: bool) -> float:
+    try:
+        fraction = float(record["fraction"])
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
+    own = update_sizes(record, pooled)  # a start record that carries its own layer counts
+    if own is not None:
+        return random_jaccard(own)
+    if initial is None:
+        return float("nan")
+    return random_jaccard(start_sizes(initial, fraction, pooled))
+
+
 def collect(runs: pd.DataFrame, read: RecordReader) -> Observations:
     """Read every run's records once and keep only the numbers the report uses."""
     updates, pairs, start = [], [], []
-    for run_id, run_dir in zip(runs["run_id"], runs["run_dir"], strict=True):
-        for record in read(run_dir) if run_dir else []:
+    selections = runs["selection"] if "selection" in runs else pd.Series(NONE, index=runs.index)
+    for run_id, run_dir, selection in zip(runs["run_id"], runs["run_dir"], selections, strict=True):
+        records = read(run_dir) if run_dir else []
+        pooled = selection == "global"
+        initial = _initial_candidates(records)
+        for record in records:
             kind = record.get("kind")
             if kind == "update":
                 step = record.get("step")
@@ -75,15 +170,18 @@ def collect(runs: pd.DataFrame, read: RecordReader) -> Observations:
                 sim = record.get("similarity")
                 if isinstance(sim, dict):
                     acting = str((sim.get("criteria") or [None])[0])
+                    sizes = update_sizes(record, pooled)
+                    rand = random_jaccard(sizes) if sizes is not None else float("nan")
                     for a, b, j in _pairs(sim):
-                        pairs.append((run_id, step, acting, a, b, j))
+                        pairs.append((run_id, step, acting, a, b, j, rand))
             elif kind == "start_similarity" and isinstance(record.get("similarity"), dict):
+                rand = _random_at_start(record, initial, pooled)
                 for a, b, j in _pairs(record["similarity"]):
-                    start.append((run_id, record.get("fraction"), a, b, j))
+                    start.append((run_id, record.get("fraction"), a, b, j, rand))
     return Observations(
         updates=pd.DataFrame(updates, columns=["run_id", "step", "itop", "churn"]),
-        pairs=pd.DataFrame(pairs, columns=["run_id", "step", "acting", *_PAIR_COLUMNS]),
-        start=pd.DataFrame(start, columns=["run_id", "fraction", *_PAIR_COLUMNS]),
+        pairs=pd.DataFrame(pairs, columns=["run_id", "step", "acting", *_PAIR_COLUMNS, "random"]),
+        start=pd.DataFrame(start, columns=["run_id", "fraction", *_PAIR_COLUMNS, "random"]),
     )
 
 
@@ -101,14 +199,19 @@ def _canonical(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def mean_pairs(pairs: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
-    """Mean Jaccard per unordered pair (and per ``by`` group), with the number of records."""
+    """Mean Jaccard per unordered pair (and per ``by`` group), with the number of records, and,
+    when the records have it, the mean random-removal Jaccard over the same records."""
     by = by or []
+    extra = ["random_jaccard"] if "random" in pairs else []
     if pairs.empty:
-        return pd.DataFrame(columns=[*by, *_PAIR_COLUMNS, "n"])
+        return pd.DataFrame(columns=[*by, *_PAIR_COLUMNS, "n", *extra])
+    aggregations = {"jaccard": ("jaccard", "mean"), "n": ("jaccard", "count")}
+    if extra:
+        aggregations["random_jaccard"] = ("random", "mean")
     table = (
         _canonical(pairs)
-        .groupby([*by, "criterion_a", "criterion_b"], sort=False)["jaccard"]
-        .agg(jaccard="mean", n="count")
+        .groupby([*by, "criterion_a", "criterion_b"], sort=False)
+        .agg(**aggregations)
         .reset_index()
     )
     return table
@@ -127,11 +230,18 @@ def to_matrix(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def similarity_table(pairs: pd.DataFrame) -> pd.DataFrame:
-    """similarity.csv: every ordered pair including the diagonal, so each matrix is complete."""
+    """similarity.csv: every ordered pair including the diagonal, so each matrix is complete,
+    with the random-removal Jaccard over the same records (the diagonal: the setup's mean)."""
     rows = []
-    for setup, group in mean_pairs(pairs, ["setup"]).groupby("setup", sort=True):
+    means = mean_pairs(pairs, ["setup"])
+    if "random_jaccard" not in means:
+        means["random_jaccard"] = np.nan
+    for setup, group in means.groupby("setup", sort=True):
         m = to_matrix(group)
+        rand = to_matrix(group.assign(jaccard=group["random_jaccard"]))
+        overall = float(group["random_jaccard"].mean())
         for a in m.index:
             for b in m.columns:
-                rows.append((setup, a, b, float(m.loc[a, b])))
-    return pd.DataFrame(rows, columns=["setup", *_PAIR_COLUMNS])
+                baseline = overall if a == b else float(rand.loc[a, b])
+                rows.append((setup, a, b, float(m.loc[a, b]), baseline))
+    return pd.DataFrame(rows, columns=["setup", *_PAIR_COLUMNS, "random_jaccard"])

@@ -2,7 +2,8 @@
 
 Build the model and its data, draw the initial sparse topology at the given density, take one
 batch's gradient (no training step), and ask every criterion which weights it would remove at
-each constant fraction. The answer is one Jaccard matrix per fraction."""
+each constant fraction. The answer is one Jaccard matrix per fraction, with the Jaccard two
+random removals of the same sizes would have."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def start_similarity(
     distribution: str = "erk",
     data_dir: str | None = None,
 ) -> dict[float, dict]:
-    """{fraction: the engine's similarity dict (criteria, pooled, per_layer)}."""
+    """{fraction: the engine's similarity dict (criteria, pooled, per_layer) plus ``layers``,
+    each layer's candidates and removal size ({"active": N, "removed": a}), and ``selection``}."""
     import torch
     import torch.nn.functional as F
 
@@ -77,7 +79,36 @@ def start_similarity(
         loss = F.cross_entropy(out, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    return {float(f): dst.compare_criteria(criteria, fraction=float(f)) for f in fractions}
+    from dstlab.topology.schedules import count_to_replace
+
+    out = {}
+    for f in fractions:
+        sim = dst.compare_criteria(criteria, fraction=float(f))
+        sim["layers"] = {
+            t.name: {"active": t.active, "removed": count_to_replace(float(f), t.active)}
+            for t in dst.targets
+        }
+        sim["selection"] = dst.selection
+        out[float(f)] = sim
+    return out
+
+
+def random_levels(result: dict[float, dict]) -> dict[float, dict[str, float]]:
+    """{fraction: {"pooled": J, layer: J, ...}}: the Jaccard of two random removals of the
+    sizes each criterion removed (pooled as the engine pools; one pool under global selection)."""
+    from dstlab.analysis.similarity import random_jaccard
+
+    out = {}
+    for fraction, sim in result.items():
+        sizes = {n: (c["active"], c["removed"], c["removed"]) for n, c in sim["layers"].items()}
+        pooled = list(sizes.values())
+        if sim.get("selection") == "global":
+            pooled = [tuple(sum(col) for col in zip(*pooled, strict=True))]
+        out[fraction] = {
+            "pooled": random_jaccard(pooled),
+            **{n: random_jaccard([s]) for n, s in sizes.items()},
+        }
+    return out
 
 
 def matrices(result: dict[float, dict]) -> dict[float, pd.DataFrame]:
@@ -89,23 +120,26 @@ def matrices(result: dict[float, dict]) -> dict[float, pd.DataFrame]:
 
 
 def write(result: dict[float, dict], out_dir: Path, title: str) -> tuple[Path, Path]:
-    """Write ``start_similarity.csv`` (pooled and per layer, long form) and a heatmap figure."""
+    """Write ``start_similarity.csv`` (pooled and per layer, long form, with the random-removal
+    Jaccard of each) and a heatmap figure."""
     from dstlab.analysis import figures
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    levels = random_levels(result)
     rows = []
     for fraction, sim in result.items():
         names = sim["criteria"]
         layers = {"pooled": sim["pooled"], **sim.get("per_layer", {})}
         for layer, m in layers.items():
+            random = levels[fraction][layer]
             for i, a in enumerate(names):
                 for j, b in enumerate(names):
-                    rows.append((fraction, layer, a, b, float(m[i][j])))
-    table = pd.DataFrame(
-        rows, columns=["fraction", "layer", "criterion_a", "criterion_b", "jaccard"]
-    )
+                    rows.append((fraction, layer, a, b, float(m[i][j]), random))
+    columns = ["fraction", "layer", "criterion_a", "criterion_b", "jaccard", "random_jaccard"]
+    table = pd.DataFrame(rows, columns=columns)
     csv = out_dir / "start_similarity.csv"
     table.to_csv(csv, index=False)
     panels = {f"fraction {f:g}": m for f, m in matrices(result).items()}
-    png = figures.save(figures.heatmaps(panels, title), out_dir, "start_similarity")
+    randoms = {f"fraction {f:g}": v["pooled"] for f, v in levels.items()}
+    png = figures.save(figures.heatmaps(panels, title, randoms), out_dir, "start_similarity")
     return csv, out_dir / png

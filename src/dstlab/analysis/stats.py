@@ -5,13 +5,19 @@ Within a block the criteria are ranked by their mean accuracy over seeds (1 = be
 the average rank). Across blocks, a Friedman test asks whether the criteria differ at all and the
 Nemenyi post-hoc test's critical difference (CD) says which mean ranks differ (Demšar 2006);
 both come from autorank. Within one block, "tied with the best" means not significantly worse
-than the best by a one-sided Welch t-test over seeds."""
+than the best by a one-sided Welch t-test over seeds.
+
+Decisions use Holm-adjusted p-values, within two families: the band rank tests (all, low,
+high density), and the best-or-tied t-tests of every block. Holm holds under any dependence
+between the tests, but it does not repair the rank test's own assumption that blocks are
+independent: blocks at neighbouring densities of one setup are not, so p-values stay optimistic."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +28,19 @@ from scipy import stats
 LOW_DENSITY = 0.1
 ALPHA = 0.05
 MIN_BLOCKS = 5  # autorank's minimum; fewer blocks give no meaningful test
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the input order: the i-th smallest of m is
+    multiplied by m − i + 1, then made non-decreasing in that order and capped at 1."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    m = len(pvalues)
+    adjusted = [0.0] * m
+    running = 0.0
+    for position, i in enumerate(order):
+        running = max(running, min(1.0, (m - position) * float(pvalues[i])))
+        adjusted[i] = running
+    return adjusted
 
 
 @dataclass
@@ -45,11 +64,17 @@ class RankTest:
     band: str  # "all", "density <= 0.1" or "density > 0.1"
     mean_ranks: pd.Series  # sorted, best first
     n_blocks: int
-    pvalue: float | None
+    pvalue: float | None  # raw
     cd: float | None
     test: str
     reason: str = ""  # why no test was run
     autorank_result: Any = None
+    pvalue_holm: float | None = None  # adjusted over the band tests; None: not adjusted yet
+
+    @property
+    def pvalue_adjusted(self) -> float | None:
+        """The p-value decisions use: Holm's when set, else the raw one (a lone test)."""
+        return self.pvalue_holm if self.pvalue_holm is not None else self.pvalue
 
     @property
     def key(self) -> str:
@@ -58,7 +83,8 @@ class RankTest:
 
     @property
     def significant(self) -> bool:
-        return self.pvalue is not None and self.pvalue < ALPHA
+        p = self.pvalue_adjusted
+        return p is not None and p < ALPHA
 
     def differs(self, a: str, b: str) -> bool:
         """Whether criteria ``a`` and ``b`` differ significantly by the post-hoc test."""
@@ -146,10 +172,19 @@ def rank_test(means: pd.DataFrame, band: str = "all", alpha: float = ALPHA) -> R
 
 
 def rank_tests(matrix: RankMatrix, alpha: float = ALPHA) -> list[RankTest]:
-    """One test per density band that has blocks."""
-    return [
+    """One test per density band that has blocks, Holm-adjusted over the bands tested."""
+    tests = [
         rank_test(means, band, alpha) for band, means in bands(matrix).items() if not means.empty
     ]
+    return adjust_rank_tests(tests)
+
+
+def adjust_rank_tests(tests: list[RankTest]) -> list[RankTest]:
+    """Set each test's Holm-adjusted p over the family of tests that ran."""
+    ran = [t for t in tests if t.pvalue is not None]
+    for t, p in zip(ran, holm([t.pvalue for t in ran]), strict=True):
+        t.pvalue_holm = p
+    return tests
 
 
 def ranks_table(tests: list[RankTest]) -> pd.DataFrame:
@@ -166,13 +201,12 @@ def ranks_table(tests: list[RankTest]) -> pd.DataFrame:
                     "blocks": t.n_blocks,
                     "test": t.test or "none",
                     "pvalue": t.pvalue,
+                    "pvalue_holm": t.pvalue_holm,
                     "cd": t.cd,
                 }
             )
-    return pd.DataFrame(
-        rows,
-        columns=["band", "criterion", "mean_rank", "position", "blocks", "test", "pvalue", "cd"],
-    )
+    columns = ["band", "criterion", "mean_rank", "position", "blocks", "test", "pvalue"]
+    return pd.DataFrame(rows, columns=[*columns, "pvalue_holm", "cd"])
 
 
 def block_ranks_table(matrix: RankMatrix) -> pd.DataFrame:
@@ -185,35 +219,65 @@ def block_ranks_table(matrix: RankMatrix) -> pd.DataFrame:
     return out.rename(columns={out.columns[len(matrix.block_keys)]: "criterion"})
 
 
-def _not_worse(best: np.ndarray, other: np.ndarray, alpha: float) -> bool:
-    """True when ``other`` is not significantly below ``best`` (one-sided Welch t-test)."""
+def _worse_pvalue(best: np.ndarray, other: np.ndarray) -> float | None:
+    """One-sided Welch p that ``other`` is below ``best``; None when there is no test (fewer
+    than two seeds, or both constant), and then the means decide."""
     if len(best) < 2 or len(other) < 2:
-        return bool(np.isclose(other.mean(), best.mean()))
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = stats.ttest_ind(other, best, equal_var=False, alternative="less").pvalue
-    if np.isnan(p):  # both constant and equal
-        return bool(np.isclose(other.mean(), best.mean()))
-    return bool(p >= alpha)
+    return None if np.isnan(p) else float(p)
+
+
+def tie_tests(dst: pd.DataFrame, factors: list[str], alpha: float = ALPHA) -> pd.DataFrame:
+    """Every block's comparison of each criterion with the block's best: raw and Holm p (over
+    all comparisons that have a test) and whether it counts as tied (adjusted p >= alpha)."""
+    keys = ["setup", "growth", "density", *factors]
+    columns = [*keys, "criterion", "best", "mean", "best_mean", "pvalue", "pvalue_holm"]
+    rows = []
+    if not dst.empty:
+        for _, block in block_means(dst, factors).groupby(keys, dropna=False, sort=False):
+            if len(block) < 2:
+                continue
+            top = block.loc[block["mean"].idxmax()]
+            for _, row in block.iterrows():
+                is_best = row["criterion"] == top["criterion"]
+                p = None if is_best else _worse_pvalue(top["values"], row["values"])
+                rows.append(
+                    [*(row[k] for k in keys), row["criterion"], is_best, row["mean"], top["mean"]]
+                    + [p, None]
+                )
+    table = pd.DataFrame(rows, columns=columns)
+    tested = table["pvalue"].notna()
+    table["pvalue"] = table["pvalue"].astype(float)
+    table["pvalue_holm"] = np.nan
+    table.loc[tested, "pvalue_holm"] = holm(table.loc[tested, "pvalue"].tolist())
+    untested_tie = np.isclose(table["mean"].astype(float), table["best_mean"].astype(float))
+    table["tied_uncorrected"] = table["best"] | np.where(
+        tested, table["pvalue"] >= alpha, untested_tie
+    )
+    table["tied"] = table["best"] | np.where(tested, table["pvalue_holm"] >= alpha, untested_tie)
+    return table
 
 
 def best_or_tied(dst: pd.DataFrame, factors: list[str], alpha: float = ALPHA) -> pd.DataFrame:
-    """Per density and criterion: in how many blocks it was best, and best or tied with the best."""
-    columns = ["density", "criterion", "best", "best_or_tied", "blocks"]
-    if dst.empty:
-        return pd.DataFrame(columns=columns)
-    means = block_means(dst, factors)
-    keys = ["setup", "growth", "density", *factors]
-    counts: dict[tuple[float, str], list[int]] = {}
-    for _, block in means.groupby(keys, dropna=False, sort=False):
-        if len(block) < 2:
-            continue
-        top = block.loc[block["mean"].idxmax()]
-        for _, row in block.iterrows():
-            entry = counts.setdefault((float(row["density"]), str(row["criterion"])), [0, 0, 0])
-            is_best = row["criterion"] == top["criterion"]
-            entry[0] += int(is_best)
-            entry[1] += int(is_best or _not_worse(top["values"], row["values"], alpha))
-            entry[2] += 1
-    rows = [[d, c, *v] for (d, c), v in sorted(counts.items())]
-    return pd.DataFrame(rows, columns=columns)
+    """Per density and criterion: in how many blocks it was best, best or tied with the best
+    (Holm-adjusted over every comparison), best or tied without the correction, and blocks."""
+    columns = ["density", "criterion", "best", "best_or_tied", "best_or_tied_uncorrected"]
+    tests = tie_tests(dst, factors, alpha)
+    if tests.empty:
+        return pd.DataFrame(columns=[*columns, "blocks"])
+    tests["density"] = tests["density"].astype(float)
+    tests["criterion"] = tests["criterion"].astype(str)
+    table = (
+        tests.groupby(["density", "criterion"], sort=True)
+        .agg(
+            best=("best", "sum"),
+            best_or_tied=("tied", "sum"),
+            best_or_tied_uncorrected=("tied_uncorrected", "sum"),
+            blocks=("best", "size"),
+        )
+        .reset_index()
+    )
+    return table.astype({c: int for c in ("best", "best_or_tied", "best_or_tied_uncorrected")})

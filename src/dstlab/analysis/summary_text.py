@@ -9,6 +9,14 @@ def _blocks(n: int) -> str:
     return f"{n} block" if n == 1 else f"{n} blocks"
 
 
+def _p(test) -> str:
+    """Raw p, and Holm's when the test was adjusted within a family."""
+    text = f"p = {test.pvalue:.3g}"
+    if test.pvalue_holm is not None:
+        text += f", Holm-adjusted {test.pvalue_holm:.3g}"
+    return text
+
+
 def _rank_sentence(test, label: str) -> str:
     ranks = test.mean_ranks
     best, best_rank = ranks.index[0], float(ranks.iloc[0])
@@ -22,19 +30,18 @@ def _rank_sentence(test, label: str) -> str:
     if not test.significant:
         return text + (
             f"; the {test.test.split(' ')[0]} test finds no significant difference between the "
-            f"criteria (p = {test.pvalue:.3g})."
+            f"criteria ({_p(test)})."
         )
     beaten = [c for c in ranks.index[1:] if test.differs(best, c)]
     if test.differs(best, second):
         what = "all other criteria" if len(beaten) == len(ranks) - 1 else ", ".join(beaten)
         return (
             text
-            + f"; it is significantly better than {what} (p = {test.pvalue:.3g}"
+            + f"; it is significantly better than {what} ({_p(test)}"
             + (f", Nemenyi CD {test.cd:.2f})." if test.cd is not None else ").")
         )
     text += (
-        f"; the criteria differ (p = {test.pvalue:.3g}) but {best} is not significantly better "
-        f"than {second}"
+        f"; the criteria differ ({_p(test)}) but {best} is not significantly better than {second}"
     )
     if test.cd is not None:
         text += f" (Nemenyi CD {test.cd:.2f})"
@@ -74,12 +81,17 @@ def summarize(facts: dict[str, Any]) -> str:
             text += f", {abs(gap):.3f} {'above' if gap >= 0 else 'below'} dense at {f['dense']:.3f}"
         out.append(text + ").")
     sims = facts.get("similarity") or []
+    randoms = facts.get("similarity_random") or {}
     for setup, top, bottom in sims[:2]:
-        out.append(
+        text = (
             f"On {setup}, the most similar choices are {top.criterion_a} and {top.criterion_b} "
             f"(Jaccard {top.jaccard:.2f}), the least similar {bottom.criterion_a} and "
-            f"{bottom.criterion_b} ({bottom.jaccard:.2f})."
+            f"{bottom.criterion_b} ({bottom.jaccard:.2f})"
         )
+        random = randoms.get(setup)
+        if random is not None and random == random:  # NaN: not recorded
+            text += f"; two random removals of the same sizes would give {random:.2f}"
+        out.append(text + ".")
     periods = facts.get("update_period")
     if periods:
         total = sum(periods.values())
