@@ -115,7 +115,7 @@ def test_resume_from_a_mid_training_checkpoint_matches_an_uninterrupted_fit(tmp_
     assert resumed_cb.dst.step_count == whole_cb.dst.step_count == 16
     for name, mask in whole_cb.dst.masks.items():
         assert torch.equal(resumed_cb.dst.masks[name], mask), name
-    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert resumed_cb.dst.records == whole_cb.dst.records
 

@@ -74,7 +74,9 @@ def _trainer(out, callbacks, model, **kwargs):
         disable_tqdm=True,
         **kwargs,
     )
-    return transformers.Trainer(model=model, args=args, train_dataset=Dataset(), callbacks=callbacks)
+    return transformers.Trainer(
+        model=model, args=args, train_dataset=Dataset(), callbacks=callbacks
+    )
 
 
 @pytest.mark.slow
@@ -103,5 +105,5 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
     assert resumed_cb.dst.step_count == whole_cb.dst.step_count == 8
     for name, mask in whole_cb.dst.masks.items():
         assert torch.equal(resumed_cb.dst.masks[name], mask), name
-    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
