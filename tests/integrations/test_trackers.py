@@ -131,3 +131,25 @@ def test_mlflow_client_reads_back_metrics_params_and_tags(logged_run):
     assert [m.value for m in history] == pytest.approx([r["train_loss"] for r in epochs])
     grown = client.get_metric_history(run.info.run_id, "dst/grown")
     assert sorted(m.step for m in grown) == [r["step"] for r in updates]
+
+
+@pytest.mark.slow
+def test_a_study_tags_each_run_with_its_name_and_grid_point(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from dstlab.study.runner import run_study
+    from dstlab.study.spec import parse_spec
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    base = {"epochs": 1, "log": ["mlflow"], "checkpoint_seconds": 1e9, "threads": 1}
+    spec = parse_spec({"name": "tagged", "base": base, "grid": {"prune": ["magnitude", "random"]}})
+    report = run_study(spec, tmp_path, workers=1, threads=1, progress=False)
+    assert report.counts["done"] == 2
+    seen = []
+    for run_id in spec.run_ids():
+        store = tmp_path / "runs" / run_id / "mlruns"
+        client = MlflowClient(tracking_uri=store.resolve().as_uri())
+        [run] = client.search_runs([client.get_experiment_by_name("tagged").experiment_id])
+        seen.append((run.data.tags["study"], run.data.tags["prune"]))
+    assert sorted(seen) == [("tagged", "magnitude"), ("tagged", "random")]
