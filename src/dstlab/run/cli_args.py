@@ -57,6 +57,7 @@ _HELP = {
     "threads": "CPU threads for torch",
     "device": f"one of {', '.join(cfg.DEVICES)}",
     "checkpoint_seconds": "seconds between mid-epoch checkpoints (0: after every step)",
+    "log": "comma-separated trackers also receiving the metrics: tensorboard, wandb, mlflow",
 }
 
 _PREFIX = "option_"  # namespace prefix of the RunConfig flags

@@ -71,6 +71,8 @@ class RunConfig:
     # seconds between mid-epoch checkpoints (0: after every step); one is always written at
     # each epoch end, so a kill loses at most this much work
     checkpoint_seconds: float = field(default=30.0, metadata={"identity": False})
+    # experiment trackers that also receive the metrics (tensorboard, wandb, mlflow)
+    log: tuple[str, ...] = field(default=(), metadata={"identity": False})
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -178,5 +180,9 @@ def _validate(c: RunConfig) -> None:
         )
     if c.start_similarity and c.mode == "dense":
         raise ConfigError("start_similarity needs mode static or dst (a dense run has no masks).")
+    if c.log:
+        from dstlab.integrations.trackers import check_names
+
+        check_names(c.log)
     if c.threads is not None and c.threads < 1:
         raise ConfigError(f"threads must be a positive whole number, got {c.threads}.")

@@ -39,13 +39,19 @@ _FINAL = ("done", "diverged")
 
 
 def train(
-    config: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    tags: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one run into `out_dir` and return its result (also written to result.json).
 
     With `resume`, continue from the directory's checkpoint (starting fresh when there is none);
     a run that already finished returns its stored result. A non-finite loss ends the run as
-    `diverged`; any other exception writes a `failed` result.json and is re-raised."""
+    `diverged`; any other exception writes a `failed` result.json and is re-raised. `tags`
+    (e.g. a study's name and grid point) go to the trackers of `config.log`."""
     _check_names(config)
     out = Path(out_dir)
     try:
@@ -66,7 +72,7 @@ def train(
     started = time.monotonic()
     run: _Run | None = None
     try:
-        run = _Run(config, out, resume=resume and has_checkpoint, progress=progress)
+        run = _Run(config, out, resume=resume and has_checkpoint, progress=progress, tags=tags)
         return run.execute()
     except Exception as error:
         text = str(error) if isinstance(error, DstlabError) else f"{type(error).__name__}: {error}"
@@ -179,7 +185,15 @@ def _set_rng(device: torch.device, state: dict[str, Any]) -> None:
 class _Run:
     """The state of one run between steps: everything a checkpoint must hold."""
 
-    def __init__(self, config: RunConfig, out: Path, *, resume: bool, progress: bool) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        out: Path,
+        *,
+        resume: bool,
+        progress: bool,
+        tags: dict[str, Any] | None = None,
+    ) -> None:
         from dstlab.data import load_dataset
         from dstlab.models import create_model
 
@@ -190,6 +204,7 @@ class _Run:
         self.seconds_before = 0.0
         self.step = self.epoch = self.batch = 0
         self.metrics: files.MetricsLog | None = None
+        self.trackers: Any = None
         if c.threads:
             torch.set_num_threads(c.threads)
         self.device = pick_device(c.device)
@@ -226,6 +241,10 @@ class _Run:
         if resume:
             metrics_bytes = self._restore(files.load_checkpoint(out / files.CHECKPOINT))
         self.metrics = files.MetricsLog(out / files.METRICS, keep_bytes=metrics_bytes)
+        if c.log:
+            from dstlab.integrations.trackers import Trackers
+
+            self.trackers = Trackers(c.log, out, c.to_dict(), tags or {})
         self.last_save = time.monotonic()
         if not resume and c.start_similarity:
             self._start_similarity()
@@ -306,7 +325,7 @@ class _Run:
             self.sums[1] += correct_value
             self.sums[2] += len(idx)
             if record:
-                self.metrics.write({"kind": "update", "epoch": self.epoch + 1, **record})
+                self._write({"kind": "update", "epoch": self.epoch + 1, **record})
             bar.update(1)
             if self.batch % 10 == 0:
                 self._show(
@@ -331,7 +350,7 @@ class _Run:
             "density": self.density(),
             "seconds": round(self.seconds(), 3),
         }
-        self.metrics.write(record)
+        self._write(record)
         self.history.append(record)
         if val_acc is not None and (self.best["val_acc"] is None or val_acc > self.best["val_acc"]):
             self.best = {
@@ -497,6 +516,14 @@ class _Run:
         self.seconds_before = ckpt["seconds"]
         return ckpt["metrics_bytes"]
 
+    def _write(self, record: dict[str, Any]) -> None:
+        """One record to metrics.jsonl and to the trackers of `--log`."""
+        self.metrics.write(record)
+        if self.trackers is not None:
+            self.trackers.log(record)
+
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        if self.trackers is not None:
+            self.trackers.close()

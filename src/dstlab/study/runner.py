@@ -115,7 +115,12 @@ def run_study(
             if todo < n_workers and threads is None:  # fewer runs than workers: more threads each
                 n_threads = max(1, n_workers * n_threads // todo)
             pool = _local(min(n_workers, todo), n_threads, run_fn)
-        ran = _drive(store, pool, out, allowed, len(ids), counts, progress, heartbeat_every)
+        tags = {
+            rid: tracker_tags(spec, config)
+            for rid, config in zip(ids, spec.runs, strict=True)
+            if config.log
+        }
+        ran = _drive(store, pool, out, allowed, len(ids), counts, progress, heartbeat_every, tags)
         return StudyReport(store.counts(ids), ran, len(ids))
 
 
@@ -134,6 +139,7 @@ def _drive(
     counts: dict[str, int],
     progress: bool,
     heartbeat_every: float,
+    tags: dict[str, dict[str, Any]],
 ) -> int:
     from tqdm import tqdm
 
@@ -150,7 +156,7 @@ def _drive(
                 claim = store.claim(allowed)
                 if claim is None:
                     break
-                task = _prepare(claim, out)
+                task = _prepare(claim, out, tags.get(claim.run_id, {}))
                 if isinstance(task, dict):  # finished before a driver could record it
                     store.finish(claim, task)
                     bar.update(1)
@@ -180,7 +186,13 @@ def _drive(
     return ran
 
 
-def _prepare(claim: Claim, out: Path) -> Task | dict[str, Any]:
+def tracker_tags(spec: StudySpec, config: Any) -> dict[str, Any]:
+    """How a tracker groups a study's runs: the study name and the run's grid-point options."""
+    values = config.to_dict()
+    return {"study": spec.name, **{key: values[key] for key in spec.grid_keys}}
+
+
+def _prepare(claim: Claim, out: Path, tags: dict[str, Any] | None = None) -> Task | dict[str, Any]:
     """The task for a claim, or the run's final result when its result.json already says so."""
     run_dir = out / RUNS_DIR / claim.run_id
     result_file = run_dir / "result.json"
@@ -195,7 +207,7 @@ def _prepare(claim: Claim, out: Path) -> Task | dict[str, Any]:
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh start must not mix with a dead attempt's files
     run_dir.mkdir(parents=True, exist_ok=True)
-    return Task(claim.run_id, claim.config.to_dict(), str(run_dir), resume)
+    return Task(claim.run_id, claim.config.to_dict(), str(run_dir), resume, tags or {})
 
 
 def _interrupt_on_sigterm() -> Any:

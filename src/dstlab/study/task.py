@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ class Task:
     config: dict[str, Any]
     run_dir: str
     resume: bool
+    # for the run's trackers (only when its config asks for some): study name, grid point
+    tags: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ def execute(task: Task, run_fn: RunFn | None) -> Outcome:
     try:
         fn = run_fn or default_run_fn()
         config = RunConfig.from_dict(task.config)
-        result = fn(config, Path(task.run_dir), resume=task.resume, progress=False)
+        extra = {"tags": task.tags} if task.tags else {}
+        result = fn(config, Path(task.run_dir), resume=task.resume, progress=False, **extra)
         return Outcome(task.run_id, dict(result), None)
     except Exception as error:  # a failing run is recorded; it must not stop the study
         return Outcome(task.run_id, None, error_text(error))

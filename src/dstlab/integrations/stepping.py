@@ -1,0 +1,86 @@
+"""DST's step in place of an optimizer's own `step`, for training loops we do not own.
+
+Frameworks call ``optimizer.step(closure)`` (Lightning: the closure runs the forward, backward
+and gradient clipping) or ``optimizer.step()`` after clipping (Hugging Face, AMP's GradScaler).
+Either way the gradients are final when the closure has run, so the wrapper runs the closure
+first and then ``DST.step()``, which masks the gradients, updates the topology when due and
+calls the real step. A step a framework skips (accumulation, an AMP overflow) never reaches
+the optimizer, so DST counts exactly the optimizer steps taken."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from dstlab.topology.engine import DST
+
+
+class DSTStep:
+    """Installs ``dst.step`` as ``dst.optimizer.step``; `uninstall()` puts the original back."""
+
+    def __init__(self, dst: DST, on_record: Callable[[dict[str, Any]], None] | None = None):
+        self.dst = dst
+        self.on_record = on_record
+        self.optimizer = dst.optimizer
+        self._original = self.optimizer.step
+        # an LR scheduler may already have wrapped `step` on the instance; put back what was there
+        self._had_own_step = "step" in self.optimizer.__dict__
+        self._inside = False
+        self.optimizer.step = self._step  # type: ignore[method-assign]
+
+    def _step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        if self._inside:  # DST.step() calling the real optimizer step
+            return self._original(**kwargs) if closure is None else self._original(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._inside = True
+        try:
+            record = self.dst.step()
+        finally:
+            self._inside = False
+        if record is not None and self.on_record is not None:
+            self.on_record(record)
+        return loss
+
+    def uninstall(self) -> None:
+        if self._had_own_step:
+            self.optimizer.step = self._original  # type: ignore[method-assign]
+        else:
+            del self.optimizer.step
+
+
+def build_dst(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    options: dict[str, Any],
+    state: dict[str, Any] | None = None,
+) -> DST:
+    """`DST(model, optimizer, **options)`, continuing from a saved `DST.state_dict()` if given.
+
+    A framework restores the weights (and perhaps the optimizer state) of a resumed run before it
+    tells us to start, and building DST zeroes them under fresh random masks; so with `state`
+    both are kept aside and put back under the saved masks."""
+    if state is None:
+        return DST(model, optimizer, **options)
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    moments = {
+        (id(p), key): value.clone()
+        for p, values in optimizer.state.items()
+        for key, value in values.items()
+        if torch.is_tensor(value)
+    }
+    dst = DST(model, optimizer, **options)
+    dst.load_state_dict(state)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(weights[name])
+        for param, values in optimizer.state.items():
+            for key, value in values.items():
+                if (id(param), key) in moments:
+                    value.copy_(moments[(id(param), key)])
+    dst.enforce()
+    return dst
