@@ -96,3 +96,50 @@ def test_config_checks_added_for_runs():
         RunConfig(epochs=3, warmup_epochs=3)
     with pytest.raises(ConfigError, match="fractions"):
         RunConfig(start_similarity=(1.5,))
+
+
+def test_lr_milestones_replace_half_and_three_quarters_after_warmup():
+    # the study's ImageNet schedule: 5 warm-up epochs, then ×0.1 at epochs 30, 60 and 80
+    c = RunConfig.from_dict(
+        {"epochs": 90, "lr": 0.1, "warmup_epochs": 5, "lr_milestones": "30,60,80"}
+    )
+    assert c.lr_milestones == (30, 60, 80)
+    lrs = [lr_at(epoch * 10, 10, c) for epoch in (5, 29, 30, 59, 60, 79, 80, 89)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-4])
+    assert lr_at(0, 10, c) == pytest.approx(0.1 / 50)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"lr_milestones": [60, 30]},
+        {"lr_milestones": [30, 30]},
+        {"lr_milestones": [0, 30]},
+        {"lr_milestones": [90]},
+        {"lr_milestones": [30], "lr_schedule": "cosine"},
+    ],
+)
+def test_bad_lr_milestones_are_one_sentence(values):
+    with pytest.raises(ConfigError, match="lr_milestones must be increasing epochs"):
+        RunConfig.from_dict({"epochs": 90, **values})
+
+
+def test_bn_weight_decay_off_exempts_only_batch_norm_parameters():
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.LazyLinear(2),
+    )
+    model(torch.zeros(2, 3, 5, 5))
+    on = make_optimizer(model, RunConfig(weight_decay=1e-4))
+    assert [g["weight_decay"] for g in on.param_groups] == [1e-4]
+    off = make_optimizer(model, RunConfig(weight_decay=1e-4, bn_weight_decay=False))
+    decayed, exempt = off.param_groups
+    assert decayed["weight_decay"] == 1e-4 and exempt["weight_decay"] == 0.0
+    bn = model[1]
+    assert {id(p) for p in exempt["params"]} == {id(bn.weight), id(bn.bias)}
+    assert len(decayed["params"]) == 4  # conv and linear weights and biases
+    # a model without batch norm keeps a single group
+    linear = make_optimizer(torch.nn.Linear(3, 2), RunConfig(bn_weight_decay=False))
+    assert len(linear.param_groups) == 1

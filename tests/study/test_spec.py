@@ -144,3 +144,99 @@ def test_every_shipped_spec_expands_without_error(path):
     assert spec.runs and spec.description
     raw = yaml.safe_load(path.read_text())
     assert raw.get("name") == path.stem
+
+
+PAPER_SPECS = [p for p in SHIPPED if p.stem != "demo"]
+
+
+@pytest.mark.parametrize("path", PAPER_SPECS, ids=lambda p: p.stem)
+def test_every_paper_spec_says_which_figure_it_feeds_and_how_it_deviates(path):
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    text = "\n".join(header)
+    assert "Figure" in text and "Study spec" in text and "Deviations" in text, path.name
+
+
+def _runs(stem):
+    return load_spec(STUDIES / f"{stem}.yaml").runs
+
+
+def test_global_pruning_specs_are_the_studys_no_set_runs():
+    for stem, distribution, densities in [
+        ("global_pruning_mlp_cifar10", "uniform", {0.1, 0.15, 0.2}),
+        ("global_pruning_resnet56_cifar10", "erk", {0.05, 0.1, 0.15}),
+    ]:
+        runs = _runs(stem)
+        assert len(runs) == 60
+        assert {c.selection for c in runs} == {"global"}
+        assert {c.prune for c in runs} == {"magnitude", "mest", "snip", "reciprocal_sensitivity"}
+        assert {c.grow for c in runs} == {"random"} and {c.update_every for c in runs} == {100}
+        assert {c.distribution for c in runs} == {distribution}
+        assert {c.density for c in runs} == densities
+        assert {c.seed for c in runs} == set(range(5))
+
+
+def test_large_batch_is_lenet5_fashion_mnist_with_three_dst_seeds():
+    runs = _runs("large_batch")
+    assert {(c.model, c.data, c.batch_size) for c in runs} == {("lenet5", "fashion_mnist", 1024)}
+    dst = [c for c in runs if c.mode == "dst"]
+    assert {c.update_every for c in dst} == {100} and {c.seed for c in dst} == {0, 1, 2}
+    assert len(dst) == 5 * 2 * 11 * 3
+    assert {c.seed for c in runs if c.mode != "dst"} == set(range(5))
+
+
+def test_update_period_sweeps_per_model():
+    expected = {
+        "update_period_mlp_cifar10": [25, 50, 100, 200, 400, 800, 1600, 3200, 6400],
+        "update_period_resnet56_cifar10": [25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800],
+        "update_period_small_conv_cifar10": [25, 50, 100, 150, 200, 400, 800, 1600, 3200, 6400],
+    }
+    for stem, periods in expected.items():
+        runs = _runs(stem)
+        assert sorted({c.update_every for c in runs}) == periods
+        assert len(runs) == len(periods) * 5 * 2 * 2 * 5
+
+
+def test_appendix_sweeps_run_at_period_100_with_random_growth_over_all_densities():
+    for stem, count in [("mest_gamma", 7 * 11 * 5), ("sensitivity", 11 * 5)]:
+        runs = _runs(stem)
+        assert len(runs) == count
+        assert {(c.model, c.update_every, c.grow) for c in runs} == {("mlp_cifar10", 100, "random")}
+    assert {c.gamma for c in _runs("mest_gamma")} == {1.0, 0.1, 0.01, 0.001, 10.0, 100.0, 1000.0}
+    dst = [c for c in _runs("regulariser") if c.mode == "dst"]
+    assert {(c.density, c.update_every, c.grow) for c in dst} == {(1.0, 100, "random")}
+
+
+def test_similarity_during_training_has_random_acting_and_five_seeds():
+    runs = _runs("similarity_training")
+    assert "random" in {c.prune for c in runs} and {c.seed for c in runs} == set(range(5))
+    assert {c.model for c in runs} == {"mlp_cifar10", "resnet56", "small_conv"}
+
+
+def test_imagenet_and_tiny_imagenet_recipes():
+    runs = {c.mode: c for c in _runs("density_resnet50_imagenet")}
+    dst = runs["dst"]
+    assert dst.lr_milestones == (30, 60, 80) and not dst.nesterov and not dst.bn_weight_decay
+    assert (dst.warmup_epochs, dst.label_smoothing, dst.grow) == (5, 0.1, "gradient")
+    assert (runs["dense"].warmup_epochs, runs["dense"].label_smoothing) == (0, 0.0)
+    tiny = _runs("density_efficientnet_b0_tiny_imagenet")
+    assert {(c.dropout, c.lr, c.weight_decay, c.nesterov) for c in tiny} == {
+        (0.2, 0.01, 0.001, False)
+    }
+
+
+def test_cifar100_resnet56_dense_batch_and_static_seeds_as_in_the_study():
+    runs = _runs("density_resnet56_cifar100")
+    assert {c.batch_size for c in runs if c.mode == "dense"} == {256}
+    assert {c.seed for c in runs if c.mode == "static"} == {0, 1, 2}
+
+
+def test_docs_studies_lists_every_spec_with_its_run_count():
+    table = (STUDIES.parent / "docs" / "STUDIES.md").read_text()
+    for path in PAPER_SPECS:
+        rows = [line for line in table.splitlines() if f"studies/{path.name}" in line]
+        assert rows, f"docs/STUDIES.md does not list {path.name}"
+        assert f"| {len(load_spec(path).runs)} |" in rows[0], path.name

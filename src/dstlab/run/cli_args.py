@@ -50,6 +50,8 @@ _HELP = {
     "warmup_epochs": "epochs of linear learning-rate warm-up",
     "label_smoothing": "label smoothing of the loss",
     "dropout": "dropout probability of the models that have it",
+    "lr_milestones": "comma-separated epochs of the step schedule's ×0.1 (none: 50%% and 75%%)",
+    "bn_weight_decay": "weight decay on batch-norm parameters too",
     "val_fraction": "fraction of the training set held out for validation",
     "augment": "training-set augmentation where the dataset defines one",
     "seed": "seed of every random choice of the run",

@@ -60,6 +60,10 @@ class RunConfig:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     dropout: float = 0.0
+    # epochs at which the step schedule multiplies the lr by 0.1 (empty: 50 % and 75 % of epochs)
+    lr_milestones: tuple[int, ...] = ()
+    # weight decay on batch-norm parameters too (the study's ImageNet runs exempt them)
+    bn_weight_decay: bool = True
     # data handling
     val_fraction: float = 0.1
     augment: bool = True
@@ -118,7 +122,7 @@ def _coerce(cls: type, key: str, value: Any) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"option '{key}' must be a list of names, got {value!r}.")
-        item = float if "float" in kind else str
+        item = float if "float" in kind else int if "int" in kind else str
         try:
             return tuple(item(v) for v in value)
         except (TypeError, ValueError):
@@ -184,5 +188,14 @@ def _validate(c: RunConfig) -> None:
         from dstlab.integrations.trackers import check_names
 
         check_names(c.log)
+    if c.lr_milestones and (
+        c.lr_schedule != "step"
+        or list(c.lr_milestones) != sorted(set(c.lr_milestones))
+        or not 0 < c.lr_milestones[0] <= c.lr_milestones[-1] < c.epochs
+    ):
+        raise ConfigError(
+            f"lr_milestones must be increasing epochs in (0, {c.epochs}) with lr_schedule step, "
+            f"got {list(c.lr_milestones)}."
+        )
     if c.threads is not None and c.threads < 1:
         raise ConfigError(f"threads must be a positive whole number, got {c.threads}.")
