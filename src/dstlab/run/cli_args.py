@@ -6,6 +6,7 @@ files and study specs never drift apart; a flag overrides the same key of `--con
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -40,7 +41,7 @@ _HELP = {
     "start_similarity": "comma-separated fractions: criteria similarity on the initial network",
     "backend": f"one of {', '.join(cfg.BACKENDS)}",
     "epochs": "training epochs",
-    "batch_size": "samples per step",
+    "batch_size": "samples per micro-batch and process",
     "optimizer": f"one of {', '.join(cfg.OPTIMIZERS)}",
     "lr": "initial learning rate",
     "momentum": "SGD momentum",
@@ -50,6 +51,8 @@ _HELP = {
     "warmup_epochs": "epochs of linear learning-rate warm-up",
     "label_smoothing": "label smoothing of the loss",
     "dropout": "dropout probability of the models that have it",
+    "precision": f"forward-pass precision: one of {', '.join(cfg.PRECISIONS)} (fp16 scales the loss)",
+    "accumulate": "micro-batches per optimizer step (update_every counts optimizer steps)",
     "val_fraction": "fraction of the training set held out for validation",
     "augment": "training-set augmentation where the dataset defines one",
     "seed": "seed of every random choice of the run",
@@ -57,6 +60,8 @@ _HELP = {
     "threads": "CPU threads for torch",
     "device": f"one of {', '.join(cfg.DEVICES)}",
     "checkpoint_seconds": "seconds between mid-epoch checkpoints (0: after every step)",
+    "nproc": "data-parallel processes on this host (torch's elastic launcher, like torchrun)",
+    "compile": "torch.compile the model for training",
 }
 
 _PREFIX = "option_"  # namespace prefix of the RunConfig flags
@@ -171,11 +176,37 @@ def _default_out(c: RunConfig) -> Path:
 
 def run_train(args: argparse.Namespace) -> int:
     config, out = config_from_args(args)
+    from dstlab.run import distributed
+
+    if config.nproc > 1 and not distributed.launched():
+        return _launch(args, config, out)
     from dstlab.run.loop import train
 
     result = train(config, out, resume=bool(args.resume), progress=not args.quiet)
-    print(summary(result, out))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary(result, out))
     return 0 if result["status"] == "done" else 1
+
+
+def _launch(args: argparse.Namespace, config: RunConfig, out: Path) -> int:
+    """`--nproc N`: the same command as N ranks of torch's elastic launcher (rank 0 prints the
+    summary); every rank writes into the one run directory chosen here."""
+    from dstlab.run import distributed, files
+    from dstlab.run.loop import _result
+
+    argv = list(getattr(args, "argv", []))
+    if not args.resume:
+        argv += ["--out", str(out)]
+    try:
+        distributed.launch(argv, config.nproc)
+    except distributed.RankFailedError as error:
+        # a rank killed before it could write (out of memory, a signal) leaves no result.json
+        if not (out / files.RESULT).exists():
+            out.mkdir(parents=True, exist_ok=True)
+            files.write_json(out / files.RESULT, _result("failed", error=str(error)))
+        raise
+    result = files.read_json(out / files.RESULT) or {}
+    return 0 if result.get("status") == "done" else 1
 
 
 def summary(result: dict[str, Any], out: Path) -> str:
