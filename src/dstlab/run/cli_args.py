@@ -6,6 +6,7 @@ files and study specs never drift apart; a flag overrides the same key of `--con
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -40,7 +41,7 @@ _HELP = {
     "start_similarity": "comma-separated fractions: criteria similarity on the initial network",
     "backend": f"one of {', '.join(cfg.BACKENDS)}",
     "epochs": "training epochs",
-    "batch_size": "samples per step",
+    "batch_size": "samples per micro-batch and process",
     "optimizer": f"one of {', '.join(cfg.OPTIMIZERS)}",
     "lr": "initial learning rate",
     "momentum": "SGD momentum",
@@ -52,6 +53,8 @@ _HELP = {
     "dropout": "dropout probability of the models that have it",
     "lr_milestones": "comma-separated epochs of the step schedule's ×0.1 (none: 50%% and 75%%)",
     "bn_weight_decay": "weight decay on batch-norm parameters too",
+    "precision": f"forward-pass precision: one of {', '.join(cfg.PRECISIONS)} (fp16 scales the loss)",
+    "accumulate": "micro-batches per optimizer step (update_every counts optimizer steps)",
     "val_fraction": "fraction of the training set held out for validation",
     "augment": "training-set augmentation where the dataset defines one",
     "seed": "seed of every random choice of the run",
@@ -60,6 +63,8 @@ _HELP = {
     "device": f"one of {', '.join(cfg.DEVICES)}",
     "checkpoint_seconds": "seconds between mid-epoch checkpoints (0: after every step)",
     "log": "comma-separated trackers also receiving the metrics: tensorboard, wandb, mlflow",
+    "nproc": "data-parallel processes on this host (torch's elastic launcher, like torchrun)",
+    "compile": "torch.compile the model for training",
 }
 
 _PREFIX = "option_"  # namespace prefix of the RunConfig flags
@@ -174,11 +179,37 @@ def _default_out(c: RunConfig) -> Path:
 
 def run_train(args: argparse.Namespace) -> int:
     config, out = config_from_args(args)
+    from dstlab.run import distributed
+
+    if config.nproc > 1 and not distributed.launched():
+        return _launch(args, config, out)
     from dstlab.run.loop import train
 
     result = train(config, out, resume=bool(args.resume), progress=not args.quiet)
-    print(summary(result, out))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary(result, out))
     return 0 if result["status"] == "done" else 1
+
+
+def _launch(args: argparse.Namespace, config: RunConfig, out: Path) -> int:
+    """`--nproc N`: the same command as N ranks of torch's elastic launcher (rank 0 prints the
+    summary); every rank writes into the one run directory chosen here."""
+    from dstlab.run import distributed, files
+    from dstlab.run.loop import _result
+
+    argv = list(getattr(args, "argv", []))
+    if not args.resume:
+        argv += ["--out", str(out)]
+    try:
+        distributed.launch(argv, config.nproc)
+    except distributed.RankFailedError as error:
+        # a rank killed before it could write (out of memory, a signal) leaves no result.json
+        if not (out / files.RESULT).exists():
+            out.mkdir(parents=True, exist_ok=True)
+            files.write_json(out / files.RESULT, _result("failed", error=str(error)))
+        raise
+    result = files.read_json(out / files.RESULT) or {}
+    return 0 if result.get("status") == "done" else 1
 
 
 def summary(result: dict[str, Any], out: Path) -> str:

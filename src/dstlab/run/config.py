@@ -15,6 +15,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("step", "cosine", "constant")
 BACKENDS = ("masked", "sparse")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class RunConfig:
     lr_milestones: tuple[int, ...] = ()
     # weight decay on batch-norm parameters too (the study's ImageNet runs exempt them)
     bn_weight_decay: bool = True
+    # autocast dtype of the forward pass (fp16 adds a gradient scaler); micro-batches per step
+    precision: str = "32"
+    accumulate: int = 1
     # data handling
     val_fraction: float = 0.1
     augment: bool = True
@@ -77,6 +81,10 @@ class RunConfig:
     checkpoint_seconds: float = field(default=30.0, metadata={"identity": False})
     # experiment trackers that also receive the metrics (tensorboard, wandb, mlflow)
     log: tuple[str, ...] = field(default=(), metadata={"identity": False})
+    # scale: data-parallel processes (batch_size is per process; the identity holds the global
+    # batch nproc × batch_size instead, so 2 × 16 and 1 × 32 are the same run) and torch.compile
+    nproc: int = field(default=1, metadata={"identity": False})
+    compile: bool = field(default=False, metadata={"identity": False})
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -100,11 +108,18 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the result; a study's run id hashes exactly these."""
-        return {
+        values = {
             f.name: v
             for f, v in zip(fields(self), self.to_dict().values(), strict=True)
             if f.metadata.get("identity", True)
         }
+        values["batch_size"] = self.global_batch
+        return values
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per micro-batch over all processes."""
+        return self.nproc * self.batch_size
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
@@ -142,6 +157,8 @@ def _coerce(cls: type, key: str, value: Any) -> Any:
             return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"option '{key}' must be a number, got {value!r}.") from None
+    if key == "precision" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # YAML reads `precision: 32` as a number
     if kind.startswith("str") and not isinstance(value, str):
         raise ConfigError(f"option '{key}' must be a string, got {value!r}.")
     return value
@@ -199,3 +216,12 @@ def _validate(c: RunConfig) -> None:
         )
     if c.threads is not None and c.threads < 1:
         raise ConfigError(f"threads must be a positive whole number, got {c.threads}.")
+    _validate_scale(c)
+
+
+def _validate_scale(c: RunConfig) -> None:
+    _one_of("precision", c.precision, PRECISIONS)
+    if c.accumulate < 1:
+        raise ConfigError(f"accumulate must be a positive whole number, got {c.accumulate}.")
+    if c.nproc < 1:
+        raise ConfigError(f"nproc must be a positive whole number, got {c.nproc}.")

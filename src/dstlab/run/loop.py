@@ -5,12 +5,21 @@ All randomness comes from generators seeded by `config.seed`: model init (the gl
 seeded right before the model is built; dropout continues from it), the data order (one
 generator per epoch, seeded from (seed, epoch)), augmentation, and the engine's own generator.
 Their states travel in the checkpoint, so a resumed run replays exactly what an uninterrupted one
-would have done."""
+would have done.
+
+Scale (`dstlab.run.distributed`): under torchrun or `--nproc N` each rank trains on its slice of
+every global batch through DDP, evaluates its shard of each split, and rank 0 alone writes files;
+`precision` autocasts the forward pass (fp16 with a gradient scaler), `accumulate` sums K
+micro-batches into one optimizer step, and `compile` trains through torch.compile. The engine,
+the checkpoint and evaluation always see the plain model, so checkpoints do not depend on how
+many processes wrote them."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,8 +30,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dstlab.errors import ConfigError, DataError, DstlabError
-from dstlab.run import files
+from dstlab.run import distributed, files
 from dstlab.run.config import RunConfig
+from dstlab.run.distributed import Group
 from dstlab.run.optim import lr_at, make_optimizer
 from dstlab.topology.criteria import NonFiniteScoreError
 
@@ -36,6 +46,8 @@ DST_KEYS = (
 EVAL_BATCH = 1024
 _AUG_SEED_OFFSET = 0x5EED  # the augmentation stream differs from the model-init stream
 _FINAL = ("done", "diverged")
+_RANK_SEED_STEP = 1_000_003  # ranks > 0 draw dropout and augmentation from their own streams
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def train(
@@ -68,14 +80,31 @@ def train(
         _check_same_run(out, config)
         if previous is not None and previous.get("status") in _FINAL:
             return previous
-    files.write_yaml(out / files.CONFIG, config.to_dict())
+    device = _rank_device(config.device)
+    group = distributed.join(device)
     started = time.monotonic()
     run: _Run | None = None
     try:
-        run = _Run(config, out, resume=resume and has_checkpoint, progress=progress, tags=tags)
+        config = config.replace(nproc=distributed.check_world(config.nproc, group))
+        if group.main:
+            files.write_yaml(out / files.CONFIG, config.to_dict())
+            # a failed result of an earlier attempt no longer describes this one
+            if previous is not None and (out / files.RESULT).exists():
+                (out / files.RESULT).unlink()
+        run = _Run(
+            config,
+            out,
+            resume=resume and has_checkpoint,
+            progress=progress,
+            device=device,
+            group=group,
+            tags=tags,
+        )
         return run.execute()
     except Exception as error:
         text = str(error) if isinstance(error, DstlabError) else f"{type(error).__name__}: {error}"
+        if group.size > 1:
+            text = f"rank {group.rank}: {text}"
         result = _result(
             "failed",
             error=text,
@@ -83,11 +112,24 @@ def train(
             epochs=run.epoch if run else 0,
             seconds=run.seconds() if run else time.monotonic() - started,
         )
-        files.write_json(out / files.RESULT, result)
+        # first failure wins: a rank's own error, not its peers' lost connection to it
+        if group.size == 1 or not (out / files.RESULT).exists():
+            files.write_json(out / files.RESULT, result)
         raise
     finally:
         if run is not None:
             run.close()
+        if group.owned:
+            distributed.leave()
+
+
+def _rank_device(name: str) -> torch.device:
+    """The device of this process: under a launcher, CUDA ranks take the GPU of their local rank."""
+    device = pick_device(name)
+    if device.type == "cuda" and distributed.launched():
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    return device
 
 
 def pick_device(name: str) -> torch.device:
@@ -165,6 +207,12 @@ def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _no_sync(net: torch.nn.Module) -> Any:
+    """DDP's no_sync() (no gradient all-reduce for a micro-batch that is not the step's last)."""
+    inner = getattr(net, "_orig_mod", net)  # under torch.compile
+    return inner.no_sync() if hasattr(inner, "no_sync") else contextlib.nullcontext()
+
+
 def _get_rng(device: torch.device) -> dict[str, Any]:
     state: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -193,13 +241,16 @@ class _Run:
         resume: bool,
         progress: bool,
         tags: dict[str, Any] | None = None,
+        device: torch.device,
+        group: Group,
     ) -> None:
         from dstlab.data import load_dataset
         from dstlab.models import create_model
 
         c = self.config = config
         self.out = out
-        self.progress = progress and sys.stderr.isatty()
+        self.group = group
+        self.progress = progress and group.main and sys.stderr.isatty()
         self.session_start = time.monotonic()
         self.seconds_before = 0.0
         self.step = self.epoch = self.batch = 0
@@ -207,7 +258,7 @@ class _Run:
         self.trackers: Any = None
         if c.threads:
             torch.set_num_threads(c.threads)
-        self.device = pick_device(c.device)
+        self.device = device
 
         self.ds = load_dataset(
             c.data, data_dir=c.data_dir, val_fraction=c.val_fraction, seed=c.seed, augment=c.augment
@@ -215,10 +266,12 @@ class _Run:
         n = len(self.ds.train)
         if n == 0:
             raise DataError(f"dataset '{c.data}' has no training samples.")
-        # a final batch of one sample would break batch norm; it is skipped instead
-        self.batches = (
-            n // c.batch_size if n % c.batch_size == 1 and n > 1 else -(-n // c.batch_size)
-        )
+        # a final micro-batch that leaves a process a single sample (or none) would break batch
+        # norm; it is skipped instead
+        tail = n % c.global_batch
+        self.used = n - tail if 0 < tail < 2 * group.size and n > tail else n
+        self.per_step = c.global_batch * c.accumulate  # samples of one optimizer step
+        self.batches = -(-self.used // self.per_step)  # optimizer steps per epoch
         self.total_steps = c.epochs * self.batches
         self.binary = self.ds.num_classes == 1
 
@@ -229,10 +282,15 @@ class _Run:
             num_classes=self.ds.num_classes,
             dropout=c.dropout,
         ).to(self.device)
+        if group.rank > 0:
+            torch.manual_seed(c.seed + _RANK_SEED_STEP * group.rank)
+        self.net = self._wrap(self.model)
         self.optimizer = make_optimizer(self.model, c)
+        self.scaler = torch.amp.GradScaler(self.device.type) if c.precision == "fp16" else None
         self.dst = self._make_dst()
         # augmentation draws on the batch's device, so batches travel there as compact uint8
-        self.aug_gen = torch.Generator(device=self.device).manual_seed(c.seed + _AUG_SEED_OFFSET)
+        aug_seed = c.seed + _AUG_SEED_OFFSET + _RANK_SEED_STEP * group.rank
+        self.aug_gen = torch.Generator(device=self.device).manual_seed(aug_seed)
 
         self.sums = [0.0, 0, 0]  # this epoch so far: loss × samples, correct, samples
         self.history: list[dict[str, Any]] = []
@@ -240,8 +298,9 @@ class _Run:
         metrics_bytes = 0
         if resume:
             metrics_bytes = self._restore(files.load_checkpoint(out / files.CHECKPOINT))
-        self.metrics = files.MetricsLog(out / files.METRICS, keep_bytes=metrics_bytes)
-        if c.log:
+        if group.main:
+            self.metrics = files.MetricsLog(out / files.METRICS, keep_bytes=metrics_bytes)
+        if c.log and group.main:
             from dstlab.integrations.trackers import Trackers
 
             self.trackers = Trackers(c.log, out, c.to_dict(), tags or {})
@@ -250,6 +309,19 @@ class _Run:
             self._start_similarity()
 
     # ---- set-up -------------------------------------------------------------------------
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What training forwards through: DDP over the processes, then torch.compile. The
+        parameters stay the model's own, so the engine and the checkpoint use the plain names."""
+        net = model
+        if self.group.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(model, device_ids=ids)
+        if self.config.compile:
+            net = torch.compile(net)
+        return net
+
     def _make_dst(self) -> Any:
         c = self.config
         if c.mode == "dense":
@@ -265,27 +337,46 @@ class _Run:
             total_steps=self.total_steps,
             seed=c.seed,
             static=c.mode == "static",
+            grad_scaler=self.scaler,
         )
 
     def _order(self, epoch: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.ds.train), generator=gen)
 
+    def _micro_batches(self, order: torch.Tensor, step_in_epoch: int) -> list[torch.Tensor]:
+        """This process's micro-batches of one optimizer step: the step takes the next
+        `accumulate` global micro-batches of the epoch's order, and each process takes every
+        size-th sample of each (DistributedSampler's split), so all processes together see
+        exactly the samples one process would."""
+        start = step_in_epoch * self.per_step
+        chunk = order[start : min(start + self.per_step, self.used)]
+        size, width = self.group.size, self.config.global_batch
+        return [chunk[i : i + width][self.group.rank :: size] for i in range(0, len(chunk), width)]
+
     def seconds(self) -> float:
         return self.seconds_before + time.monotonic() - self.session_start
 
     # ---- one step, one epoch -------------------------------------------------------------
-    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean loss, number of correct predictions) of one batch."""
+    def _autocast(self) -> Any:
+        dtype = _AUTOCAST.get(self.config.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _loss(
+        self, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean or summed loss, number of correct predictions) of one batch."""
         smoothing = self.config.label_smoothing
         if self.binary:
             target = y.to(out.dtype).view_as(out)
             if smoothing:
                 target = target * (1.0 - smoothing) + 0.5 * smoothing
-            loss = F.binary_cross_entropy_with_logits(out, target)
+            loss = F.binary_cross_entropy_with_logits(out, target, reduction=reduction)
             correct = ((out.view(-1) > 0) == (y.view(-1) > 0.5)).sum()
         else:
-            loss = F.cross_entropy(out, y, label_smoothing=smoothing)
+            loss = F.cross_entropy(out, y, label_smoothing=smoothing, reduction=reduction)
             correct = (out.argmax(dim=1) == y).sum()
         return loss, correct
 
@@ -300,41 +391,85 @@ class _Run:
         non-finite loss, or None."""
         c = self.config
         order = self._order(self.epoch)
-        self.model.train()
+        self.net.train()
+        # one process, one micro-batch: the batch's mean loss, as always; otherwise each
+        # micro-batch's summed loss over the step's sample count, which DDP's averaging and the
+        # accumulation turn into the step's mean
+        plain = c.accumulate == 1 and self.group.size == 1
         while self.batch < self.batches:
-            idx = order[self.batch * c.batch_size : (self.batch + 1) * c.batch_size]
-            x, y = self._batch(self.ds.train, idx, train=True)
+            micro = self._micro_batches(order, self.batch)
+            step_samples = sum(self._global_len(i) for i in range(len(micro)))
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, self.batches, c)
             self.optimizer.zero_grad(set_to_none=True)
-            loss, correct = self._loss(self.model(x), y)
-            # one device sync per step serves both the divergence check and the metrics
-            # (float32: exact for the loss and for counts up to 2**24, and MPS has no float64)
-            both = torch.stack((loss.detach().float(), correct.float())).tolist()
-            loss_value, correct_value = both[0], int(both[1])
-            if not math.isfinite(loss_value):
-                return self.step + 1
-            loss.backward()
+            step_loss, step_correct, save = 0.0, 0, False
+            for i, idx in enumerate(micro):
+                x, y = self._batch(self.ds.train, idx, train=True)
+                last = i == len(micro) - 1
+                sync = contextlib.nullcontext() if last else _no_sync(self.net)
+                with sync:
+                    with self._autocast():
+                        loss, correct = self._loss(self.net(x), y, "mean" if plain else "sum")
+                    # one device sync per micro-batch serves both the divergence check and the
+                    # metrics (float32: exact for the loss and for counts up to 2**24, and MPS
+                    # has no float64); several processes add theirs up in the same call
+                    due = last and self.group.main and self._checkpoint_due()
+                    values = torch.stack((loss.detach().float(), correct.float())).tolist()
+                    if plain:
+                        values[0] *= len(idx)
+                    values = distributed.sum_all([*values, float(due)], self.device, self.group)
+                    if not math.isfinite(values[0]):
+                        return self.step + 1
+                    step_loss += values[0]
+                    step_correct += int(values[1])
+                    save = values[2] > 0
+                    if not plain:
+                        loss = loss * (self.group.size / step_samples)
+                    (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             try:
-                record = self.dst.step() if self.dst is not None else self.optimizer.step()
+                record = self._optimizer_step()
             except NonFiniteScoreError:  # NaN/inf weights or gradients met at an update
                 return self.step + 1
             self.step += 1
             self.batch += 1
-            self.sums[0] += loss_value * len(idx)
-            self.sums[1] += correct_value
-            self.sums[2] += len(idx)
+            self.sums[0] += step_loss
+            self.sums[1] += step_correct
+            self.sums[2] += step_samples
             if record:
-                self._write({"kind": "update", "epoch": self.epoch + 1, **record})
+                self._log({"kind": "update", "epoch": self.epoch + 1, **record})
             bar.update(1)
             if self.batch % 10 == 0:
                 self._show(
                     bar, self.epoch + 1, self.sums[0] / self.sums[2], self.sums[1] / self.sums[2]
                 )
-            due = time.monotonic() - self.last_save >= c.checkpoint_seconds
-            if due and self.batch < self.batches:  # the epoch end saves anyway
+            if save and self.batch < self.batches:  # the epoch end saves anyway
                 self._save()
         return None
+
+    def _global_len(self, i: int) -> int:
+        """Samples in micro-batch `i` of the current step over all processes."""
+        start = self.batch * self.per_step + i * self.config.global_batch
+        return max(0, min(self.config.global_batch, self.used - start))
+
+    def _checkpoint_due(self) -> bool:
+        return time.monotonic() - self.last_save >= self.config.checkpoint_seconds
+
+    def _optimizer_step(self) -> dict[str, Any] | None:
+        if self.dst is not None:
+            return self.dst.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return None
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """One record to metrics.jsonl and to the trackers of `--log` (rank 0 only)."""
+        if self.metrics is not None:
+            self.metrics.write(record)
+        if self.trackers is not None:
+            self.trackers.log(record)
 
     def _end_epoch(self, bar: Any) -> None:
         loss_sum, correct, count = self.sums
@@ -350,7 +485,7 @@ class _Run:
             "density": self.density(),
             "seconds": round(self.seconds(), 3),
         }
-        self._write(record)
+        self._log(record)
         self.history.append(record)
         if val_acc is not None and (self.best["val_acc"] is None or val_acc > self.best["val_acc"]):
             self.best = {
@@ -423,23 +558,28 @@ class _Run:
         )
         if not diverged_step:
             self._save()
-        files.write_json(self.out / files.RESULT, result)
+        if self.group.main:
+            files.write_json(self.out / files.RESULT, result)
         return result
 
     # ---- measurements -----------------------------------------------------------------------
     @torch.no_grad()
     def accuracy(self, split: Any) -> float | None:
-        """Accuracy of the current model on a whole split (None for an empty split)."""
+        """Accuracy of the current model on a whole split (None for an empty split); each
+        process counts its own shard of it, so every sample is counted once."""
         n = len(split) if split is not None else 0
         if n == 0:
             return None
         was_training = self.model.training
         self.model.eval()
         correct = 0
-        for start in range(0, n, EVAL_BATCH):
-            x, y = self._batch(split, torch.arange(start, min(n, start + EVAL_BATCH)), train=False)
-            correct += int(self._loss(self.model(x), y)[1])
+        shard = torch.arange(self.group.rank, n, self.group.size)
+        for start in range(0, len(shard), EVAL_BATCH):
+            x, y = self._batch(split, shard[start : start + EVAL_BATCH], train=False)
+            with self._autocast():
+                correct += int(self._loss(self.model(x), y)[1])
         self.model.train(was_training)
+        correct = int(distributed.sum_all([float(correct)], self.device, self.group)[0])
         return correct / n
 
     def density(self) -> float:
@@ -467,15 +607,19 @@ class _Run:
         self._loss(self.model(x), y)[0].backward()
         for fraction in c.start_similarity:
             similarity = self.dst.compare_criteria(criteria, fraction=fraction)
-            self.metrics.write(
-                {"kind": "start_similarity", "fraction": fraction, "similarity": similarity}
-            )
+            self._log({"kind": "start_similarity", "fraction": fraction, "similarity": similarity})
         self.optimizer.zero_grad(set_to_none=True)
         self.model.load_state_dict(state)  # batch-norm statistics of that forward pass
         _set_rng(self.device, rng)  # dropout of that forward pass
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _save(self) -> None:
+        """Rank 0 writes the checkpoint; it holds every rank's random streams."""
+        streams = {"global": _get_rng(self.device), "augment": self.aug_gen.get_state()}
+        every = distributed.gather_objects(streams, self.group)
+        if not self.group.main:
+            self.last_save = time.monotonic()
+            return
         state = {
             "version": 1,
             "config": self.config.to_dict(),
@@ -484,7 +628,9 @@ class _Run:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "dst": self.dst.state_dict() if self.dst is not None else None,
-            "rng": {"global": _get_rng(self.device), "augment": self.aug_gen.get_state()},
+            "rng": streams,
+            "rng_ranks": every,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "best": self.best,
             "history": self.history,
             "metrics_bytes": self.metrics.sync(),
@@ -507,20 +653,19 @@ class _Run:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.dst is not None:
             self.dst.load_state_dict(ckpt["dst"])
-        _set_rng(self.device, ckpt["rng"]["global"])
-        self.aug_gen.set_state(ckpt["rng"]["augment"])
+        # a checkpoint from as many processes resumes each rank's own streams exactly
+        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        streams = ranks[self.group.rank] if len(ranks) == self.group.size else ckpt["rng"]
+        _set_rng(self.device, streams["global"])
+        self.aug_gen.set_state(streams["augment"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.best = ckpt["best"]
         if self.best["state"] is not None:
             self.best["state"] = {k: v.to(self.device) for k, v in self.best["state"].items()}
         self.history = ckpt["history"]
         self.seconds_before = ckpt["seconds"]
         return ckpt["metrics_bytes"]
-
-    def _write(self, record: dict[str, Any]) -> None:
-        """One record to metrics.jsonl and to the trackers of `--log`."""
-        self.metrics.write(record)
-        if self.trackers is not None:
-            self.trackers.log(record)
 
     def close(self) -> None:
         if self.metrics is not None:

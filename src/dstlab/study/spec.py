@@ -62,8 +62,11 @@ class StudySpec:
 
 
 def run_id(config: RunConfig) -> str:
-    """A stable 16-hex id: sha256 of the canonical JSON of the run's identity."""
-    canonical = json.dumps(config.identity(), sort_keys=True, separators=(",", ":"))
+    """A stable 16-hex id: sha256 of the canonical JSON of the run's identity, less the options
+    at their default, so that adding a run option (at its default) changes no existing id."""
+    defaults = _DEFAULTS.identity()
+    changed = {k: v for k, v in config.identity().items() if v != defaults[k]}
+    canonical = json.dumps(changed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from dstlab.errors import ConfigError
+from dstlab.topology.consistency import check_masks_agree
 from dstlab.topology.criteria import (
     Grower,
     NonFiniteScoreError,
@@ -82,6 +83,7 @@ class DST:
         shadow_criteria: Sequence[str] = (),
         backend: str = "masked",
         static: bool = False,
+        grad_scaler: torch.amp.GradScaler | None = None,
     ):
         check_density(density)
         _one_of("selection", selection, SELECTIONS)
@@ -146,6 +148,10 @@ class DST:
         self._keeps_momentum = self.grower.needs_momentum and not self.static
         self._grad_momentum: dict[str, torch.Tensor] = {}
         self._exact_optimizer = isinstance(optimizer, _ZERO_PRESERVING)
+        # mixed precision: the scaler's unscale/step/update happen inside step(); an update due
+        # at a step whose gradients overflow waits for the next finite step (`_postponed` = t)
+        self.grad_scaler = grad_scaler
+        self._postponed: int | None = None
         self.enforce()
 
     # ------------------------------------------------------------------ public API
@@ -165,12 +171,21 @@ class DST:
 
     def step(self) -> dict[str, Any] | None:
         """One optimizer step with masked gradients; at an update step also the topology
-        update (before the optimizer step by default). Returns the update record, if any."""
+        update (before the optimizer step by default). Returns the update record, if any.
+
+        With a ``grad_scaler`` this also unscales the gradients (criteria score the true
+        gradients, in float32 when the weights are float32), and a step whose gradients
+        overflow skips the optimizer step and postpones a due update to the next finite step
+        (its record then says ``postponed_from``)."""
         t = self.step_count
-        update = self.is_update_step(t)
-        if self._keeps_momentum:
+        finite = self._unscale()
+        due = self.is_update_step(t)
+        if due and not finite and self._postponed is None:
+            self._postponed = t
+        update = finite and (due or self._postponed is not None)
+        if self._keeps_momentum and finite:
             self._track_grad_momentum()
-        if self.score_smoothing is not None and not self.static:
+        if self.score_smoothing is not None and not self.static and finite:
             self._smooth_scores()
         record = None
         if update and self.update_position == "before":
@@ -179,15 +194,37 @@ class DST:
         dense_grads = (
             self._current_grads(copy=True) if update and self.update_position == "after" else None
         )
-        for target in self.targets:
-            target.mask_grad()
-        self.optimizer.step()
+        if finite:
+            for target in self.targets:
+                target.mask_grad()
+        else:  # inf × 0 is NaN: zero the inactive gradients outright; the step is skipped anyway
+            self.enforce()
+        if self.grad_scaler is None:
+            self.optimizer.step()
+        else:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
         if not self._exact_optimizer:
             self.enforce()
         if dense_grads is not None:
             record = self._update(t, dense_grads)
+        if record is not None and self._postponed is not None:
+            record["postponed_from"] = self._postponed
+            self._postponed = None
         self.step_count += 1
         return record
+
+    def _unscale(self) -> bool:
+        """Unscale the gradients of a mixed-precision step; whether all of them are finite."""
+        scaler = self.grad_scaler
+        if scaler is None or not scaler.is_enabled():
+            return True
+        scaler.unscale_(self.optimizer)
+        grads = [
+            p.grad for group in self.optimizer.param_groups for p in group["params"]
+            if p.grad is not None
+        ]  # fmt: skip
+        return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
@@ -221,6 +258,7 @@ class DST:
             "smoothed": {n: s.clone() for n, s in self._smoothed.items()},
             "records": list(self.records),
             "density": self.density,
+            "postponed": self._postponed,
         }
         if self._keeps_momentum:
             state["grad_momentum"] = {n: m.clone() for n, m in self._grad_momentum.items()}
@@ -254,6 +292,7 @@ class DST:
                 for n, m in state.get("grad_momentum", {}).items()
                 if n in devices
             }
+        self._postponed = state.get("postponed")
         self.enforce()
 
     # ------------------------------------------------------------------ construction
@@ -327,6 +366,7 @@ class DST:
         if similarity is not None:
             record["similarity"] = similarity
         self.records.append(record)
+        check_masks_agree(self.masks, t)
         return record
 
     def _prune_sets(self, pruner: Pruner, grads, counts, generator, smoothed: bool):

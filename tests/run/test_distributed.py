@@ -1,0 +1,173 @@
+"""Data-parallel runs on the CPU: `dstlab train --nproc 2` (torch's elastic launcher, gloo).
+
+A test stops the job it started, also when it fails: the launcher's process group and each
+rank by its PID (the launcher starts every rank in a session of its own)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dstlab.run import RunConfig, train
+from dstlab.run.files import load_checkpoint, read_metrics
+
+from .conftest import assert_same_state, final_state
+
+pytestmark = pytest.mark.slow
+
+FAULTS = Path(__file__).parent / "faults"
+FLAGS = {
+    "data": "digits", "model": "mlp", "density": "0.3", "grow": "gradient", "epochs": "1",
+    "batch-size": "32", "update-every": "4", "seed": "2", "threads": "1", "lr": "0.1",
+}  # fmt: skip
+
+
+def _args(flags: dict[str, str]) -> list[str]:
+    return [x for k, v in flags.items() for x in (f"--{k}", v)]
+
+
+class _Job:
+    """`python -m dstlab train ...` in a new session, stopped with its whole process group."""
+
+    def __init__(self, args: list[str], fault: str | None = None) -> None:
+        env = dict(os.environ)
+        if fault:
+            env["DSTLAB_TEST_FAULT"] = fault
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULTS), env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dstlab", "train", *args, "--quiet"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        for pid in _children(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float = 120) -> tuple[int, str, str]:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        finally:
+            self.kill()  # the ranks too, should the launcher be gone before them
+        return self.proc.returncode, out, err
+
+
+def _children(parent: int) -> list[int]:
+    """PIDs of the processes whose parent is `parent` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                out.append(int(entry.name))
+    return out
+
+
+def _run(args: list[str], fault: str | None = None) -> tuple[int, str, str]:
+    job = _Job(args, fault)
+    try:
+        return job.wait()
+    except BaseException:
+        job.kill()
+        raise
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    code, stdout, stderr = _run([*_args(FLAGS), "--nproc", "2", "--out", str(out)])
+    assert code == 0, stderr
+    assert stdout.count("done:") == 1, stdout  # rank 0 alone reports
+    return out
+
+
+def test_two_processes_equal_one_process_with_the_global_batch(two_process_run, tmp_path):
+    config = RunConfig.from_dict({k.replace("-", "_"): v for k, v in FLAGS.items()})
+    single = train(config.replace(batch_size=64), tmp_path / "one", progress=False)
+    double = json.loads((two_process_run / "result.json").read_text())
+    assert config.replace(batch_size=64).identity() == config.replace(nproc=2).identity()
+    assert double["status"] == "done" and double["steps"] == single["steps"]
+    assert abs(double["test_acc"] - single["test_acc"]) <= 2 / 360  # a prediction or two
+    a, b = final_state(two_process_run), final_state(tmp_path / "one")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+    # masks: the same at every update (each update also checked the ranks against each other)
+    assert a["masks"].keys() == b["masks"].keys()
+    for key in a["masks"]:
+        assert torch.equal(a["masks"][key], b["masks"][key]), key
+    updates = [
+        [r["layers"] for r in read_metrics(d / "metrics.jsonl") if r["kind"] == "update"]
+        for d in (two_process_run, tmp_path / "one")
+    ]
+    assert updates[0] == updates[1] and len(updates[0]) >= 4
+    stored = (two_process_run / "config.yaml").read_text()
+    assert "nproc: 2" in stored and "batch_size: 32" in stored
+
+
+def _past_first_update(run_dir: Path) -> bool:
+    """Cheap to poll: rank 0 flushes metrics.jsonl at each checkpoint (every step here)."""
+    try:
+        return '"kind": "update"' in (run_dir / "metrics.jsonl").read_text()
+    except OSError:
+        return False
+
+
+def test_sigkill_of_the_job_then_resume_equals_the_uninterrupted_job(two_process_run, tmp_path):
+    cut = tmp_path / "cut"
+    job = _Job([*_args(FLAGS), "--nproc", "2", "--out", str(cut), "--checkpoint-seconds", "0"])
+    try:
+        deadline = time.monotonic() + 120
+        while not _past_first_update(cut):
+            assert job.proc.poll() is None, job.proc.stderr.read()
+            assert time.monotonic() < deadline, "no mid-epoch checkpoint appeared"
+            time.sleep(0.01)
+    finally:
+        job.kill()
+        job.proc.communicate(timeout=60)
+    ckpt = load_checkpoint(cut / "checkpoint.pt")
+    assert len(ckpt["rng_ranks"]) == 2
+    assert not (cut / "result.json").exists(), "the kill should land before the end"
+
+    code, _, stderr = _run(["--resume", str(cut), "--checkpoint-seconds", "1e9"])
+    assert code == 0, stderr
+    resumed = json.loads((cut / "result.json").read_text())
+    whole = json.loads((two_process_run / "result.json").read_text())
+    assert ckpt["position"]["step"] < resumed["steps"]
+    for key in ("status", "steps", "test_acc", "best_val_acc", "final_train_loss"):
+        assert resumed[key] == whole[key], key
+    assert_same_state(final_state(two_process_run), final_state(cut))
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [("crash", ["rank 1", "injected fault on rank 1"]), ("masks", ["rank 1", "'fc2.weight'"])],
+)
+def test_a_failing_rank_ends_the_run_as_failed_with_its_error(tmp_path, fault, words):
+    out = tmp_path / "run"
+    started = time.monotonic()
+    code, _, stderr = _run([*_args(FLAGS), "--nproc", "2", "--out", str(out)], fault=fault)
+    assert code != 0
+    assert time.monotonic() - started < 100  # ended, not hung in a collective
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "failed"
+    for word in words:
+        assert word in result["error"], result["error"]
+    assert "rank 1" in stderr
