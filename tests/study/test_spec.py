@@ -224,6 +224,7 @@ def test_imagenet_and_tiny_imagenet_recipes():
     assert dst.lr_milestones == (30, 60, 80) and not dst.nesterov and not dst.bn_weight_decay
     assert (dst.warmup_epochs, dst.label_smoothing, dst.grow) == (5, 0.1, "gradient")
     assert (runs["dense"].warmup_epochs, runs["dense"].label_smoothing) == (0, 0.0)
+    assert {(c.nproc, c.batch_size, c.global_batch) for c in runs.values()} == {(8, 32, 256)}
     tiny = _runs("density_efficientnet_b0_tiny_imagenet")
     assert {(c.dropout, c.lr, c.weight_decay, c.nesterov) for c in tiny} == {
         (0.2, 0.01, 0.001, False)
