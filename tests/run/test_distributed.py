@@ -171,3 +171,33 @@ def test_a_failing_rank_ends_the_run_as_failed_with_its_error(tmp_path, fault, w
     for word in words:
         assert word in result["error"], result["error"]
     assert "rank 1" in stderr
+
+
+def test_a_study_run_with_nproc_2_launches_its_ranks(two_process_run, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    base = {k.replace("-", "_"): v for k, v in FLAGS.items() if k != "threads"}
+    spec.write_text(
+        "name: ddp\nbase: {" + ", ".join(f"{k}: {v}" for k, v in base.items()) + "}\n"
+        "grid:\n  nproc: [2]\n"
+    )
+    job = subprocess.Popen(
+        [sys.executable, "-m", "dstlab", "study", "run", str(spec), "--out", str(tmp_path / "s"),
+         "--workers", "1", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, err = job.communicate(timeout=180)
+    finally:
+        for pid in _children(job.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, err
+    (run_dir,) = [p.parent for p in (tmp_path / "s").rglob("result.json")]
+    result = json.loads((run_dir / "result.json").read_text())
+    expected = json.loads((two_process_run / "result.json").read_text())
+    assert result["status"] == "done" and result["test_acc"] == expected["test_acc"]
+    a, b = final_state(run_dir), final_state(two_process_run)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key

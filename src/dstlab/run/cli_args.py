@@ -195,19 +195,11 @@ def _launch(args: argparse.Namespace, config: RunConfig, out: Path) -> int:
     """`--nproc N`: the same command as N ranks of torch's elastic launcher (rank 0 prints the
     summary); every rank writes into the one run directory chosen here."""
     from dstlab.run import distributed, files
-    from dstlab.run.loop import _result
 
     argv = list(getattr(args, "argv", []))
     if not args.resume:
         argv += ["--out", str(out)]
-    try:
-        distributed.launch(argv, config.nproc)
-    except distributed.RankFailedError as error:
-        # a rank killed before it could write (out of memory, a signal) leaves no result.json
-        if not (out / files.RESULT).exists():
-            out.mkdir(parents=True, exist_ok=True)
-            files.write_json(out / files.RESULT, _result("failed", error=str(error)))
-        raise
+    distributed.launch_and_record(argv, config.nproc, out)
     result = files.read_json(out / files.RESULT) or {}
     return 0 if result.get("status") == "done" else 1
 

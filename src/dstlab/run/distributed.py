@@ -111,6 +111,40 @@ def launch(argv: list[str], nproc: int) -> None:
         raise RankFailedError(_failure_text(rank, failure)) from None
 
 
+def train_processes(config: Any, out: Any) -> dict[str, Any]:
+    """A run with `nproc` > 1 from inside a Python process (a study's worker): its config goes
+    to `out`/config.yaml and `dstlab train --resume out` runs as `nproc` ranks; returns the
+    result rank 0 wrote (a rank that died before writing leaves a `failed` one)."""
+    from pathlib import Path
+
+    from dstlab.run import files
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files.write_yaml(out / files.CONFIG, config.to_dict())
+    launch_and_record(["train", "--resume", str(out), "--quiet"], config.nproc, out)
+    result = files.read_json(out / files.RESULT)
+    if result is None:
+        raise RankFailedError(f"the {config.nproc} processes of {out} ended without a result.")
+    return result
+
+
+def launch_and_record(argv: list[str], nproc: int, out: Any) -> None:
+    """`launch`, and a `failed` result.json when a rank died before it could write one (out of
+    memory, a signal); the rank's error is raised either way."""
+    from dstlab.run import files
+
+    try:
+        launch(argv, nproc)
+    except RankFailedError as error:
+        if not (out / files.RESULT).exists():
+            from dstlab.run.loop import _result
+
+            out.mkdir(parents=True, exist_ok=True)
+            files.write_json(out / files.RESULT, _result("failed", error=str(error)))
+        raise
+
+
 class RankFailedError(DstlabError, RuntimeError):
     """A rank of a data-parallel job ended with an error."""
 

@@ -50,8 +50,12 @@ def execute(task: Task, run_fn: RunFn | None) -> Outcome:
     from dstlab.run.config import RunConfig
 
     try:
-        fn = run_fn or default_run_fn()
         config = RunConfig.from_dict(task.config)
+        if run_fn is None and config.nproc > 1:  # a data-parallel run: its own ranks
+            from dstlab.run.distributed import train_processes
+
+            return Outcome(task.run_id, train_processes(config, Path(task.run_dir)), None)
+        fn = run_fn or default_run_fn()
         extra = {"tags": task.tags} if task.tags else {}
         result = fn(config, Path(task.run_dir), resume=task.resume, progress=False, **extra)
         return Outcome(task.run_id, dict(result), None)
