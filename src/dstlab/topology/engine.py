@@ -190,7 +190,8 @@ class DST:
     def enforce(self) -> None:
         """Zero weights, gradients and optimizer state wherever a mask is off."""
         for target in self.targets:
-            target.enforce(self.optimizer)
+            if not target.mask.is_meta:  # a meta model (built to check shapes) holds no values
+                target.enforce(self.optimizer)
 
     def compare_criteria(self, criteria: Sequence[str], fraction: float) -> dict[str, Any]:
         """What each criterion would remove from the current state (weights and the gradient in
