@@ -128,7 +128,7 @@ def build_meta_model(model: str, data: str, dropout: float = 0.0) -> nn.Module:
     except (RuntimeError, ValueError, IndexError) as error:
         reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else ""
         raise ConfigError(
-            f"model {model!r} cannot take dataset {data!r}'s samples of shape "
+            f"model {model!r} cannot take the samples of dataset {data!r}, of shape "
             f"{shape.input_shape} ({reason})."
         ) from None
     if tuple(out.shape) != (_SAMPLES, shape.num_classes):
