@@ -16,15 +16,14 @@ from torch.overrides import TorchFunctionMode
 
 from dstlab.errors import ConfigError, DstlabError, MissingDependency
 from dstlab.run.config import RunConfig
+from dstlab.run.loop import DST_KEYS
 
-# RunConfig fields that can decide whether the model or DST can be built (not the seed, data
-# folder, epochs beyond their count, ...)
+# RunConfig fields that can decide whether the model or DST can be built: not the seed, the
+# data folder or the backend (which only changes how masks are stored)
 _MODEL_KEYS = ("model", "data", "dropout")
 _ENGINE_KEYS = (
-    "mode", "density", "prune", "grow", "distribution", "erk_power", "dense_layers",
-    "update_every", "update_start", "update_end", "drop_fraction", "drop_fraction_min", "decay",
-    "selection", "global_normalize", "gamma", "score_smoothing", "update_position",
-    "shadow_criteria", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "epochs",
+    "mode", "epochs", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
+    *(k for k in DST_KEYS if k != "backend"),
 )  # fmt: skip
 _SAMPLES = 2  # batch norm in eval mode takes any batch; two keeps "batch" and "sample" apart
 
@@ -74,7 +73,6 @@ class BuildCheck:
 
     def _try_engine(self, config: RunConfig) -> DstlabError | None:
         from dstlab import DST
-        from dstlab.run.loop import DST_KEYS
         from dstlab.run.optim import make_optimizer
 
         try:
@@ -87,8 +85,7 @@ class BuildCheck:
                 reason = str(error).rstrip(".")
                 raise ConfigError(f"the optimizer refuses these options: {reason}.") from None
             options = {k: getattr(config, k) for k in DST_KEYS}
-            # the sparse backend only changes how masks are stored, and needs real tensors
-            options["backend"] = "masked"
+            options["backend"] = "masked"  # the sparse one needs real tensors
             DST(
                 model,
                 optimizer,
