@@ -177,3 +177,24 @@ def test_the_real_command_prints_no_traceback(tmp_path):
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "not valid YAML" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--decay", "cosin", "decay must be one of cosine, linear, constant; got 'cosin' "
+         "(did you mean 'cosine'?)"),
+        ("--selection", "globl", "(did you mean 'global'?)"),
+        ("--update-position", "afte", "(did you mean 'after'?)"),
+        ("--optimizer", "adamm", "(did you mean 'adam'?)"),
+        ("--lr-schedule", "cosin", "(did you mean 'cosine'?)"),
+        ("--distribution", "erkk", "(did you mean 'erk'?)"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_choice_is_one_sentence_and_leaves_no_run(
+    tmp_path, monkeypatch, capsys, flag, value, words
+):
+    monkeypatch.chdir(tmp_path)  # the default run directory would be runs/... here
+    err = _fails(["train", flag, value, "--quiet"], capsys)
+    assert words in err
+    assert list(tmp_path.iterdir()) == []

@@ -13,3 +13,7 @@ class ConfigError(DstlabError, ValueError):
 
 class DataError(DstlabError, FileNotFoundError):
     """A dataset is missing or malformed on disk."""
+
+
+class MissingDependency(ConfigError):
+    """An option needs an optional package that is not installed here (e.g. torchvision)."""

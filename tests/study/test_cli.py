@@ -15,7 +15,7 @@ def test_a_broken_spec_is_rejected_with_one_sentence_before_anything_runs(tmp_pa
     out = tmp_path / "study"
     assert main(["study", "run", str(spec), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("dstlab: ") and "prune 'snpi' is not known (did you mean 'snip'?)" in err
+    assert err.startswith("dstlab: ") and "got 'snpi' (did you mean 'snip'?)" in err
     assert len(err.splitlines()) == 1 and not out.exists()
 
 

@@ -403,9 +403,15 @@ def test_non_finite_scores_name_the_layer_and_leave_masks_untouched():
     [
         ({"density": 0.0}, "density must be in"),
         ({"density": 1.01}, "density must be in"),
-        ({"prune": "magnitud"}, "unknown pruning criterion 'magnitud'; known:"),
-        ({"grow": "gradients"}, "unknown growth criterion 'gradients'; known:"),
-        ({"distribution": "erdos"}, "unknown distribution 'erdos'; known:"),
+        (
+            {"prune": "magnitud"},
+            r"unknown pruning criterion 'magnitud' \(did you mean 'magnitude'\?\); known:",
+        ),
+        (
+            {"grow": "gradients"},
+            r"unknown growth criterion 'gradients' \(did you mean 'gradient'\?\); known:",
+        ),
+        ({"distribution": "erdos"}, "unknown distribution 'erdos'.*; known:"),
         ({"update_every": 0}, "update_every must be a positive"),
         ({"drop_fraction": 1.0}, r"drop_fraction must be in \(0, 1\)"),
         ({"drop_fraction": 0.0}, r"drop_fraction must be in \(0, 1\)"),
@@ -463,3 +469,38 @@ def test_public_names_of_the_spec():
     )
     torch.save(dst.state_dict(), buf)
     assert set(dst.masks) == {"0.weight", "2.weight"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "hint"),
+    [
+        ({"selection": "globl"}, "selection must be one of local, global; got 'globl'"),
+        ({"update_position": "befor"}, "(did you mean 'before'?)"),
+        ({"global_normalize": "layr_sum", "selection": "global"}, "(did you mean 'layer_sum'?)"),
+        ({"decay": "cosin"}, "(did you mean 'cosine'?)"),
+        ({"distribution": "erkk"}, "(did you mean 'erk'?)"),
+        ({"prune": "snpi"}, "(did you mean 'snip'?)"),
+        ({"shadow_criteria": ["magnitude", "sets"]}, "(did you mean 'set'?)"),
+    ],
+)
+def test_a_misspelt_option_suggests_the_closest_value(kwargs, hint):
+    model = make_model((20, 30, 5))
+    with pytest.raises(ConfigError) as caught:
+        DST(model, make_optimizer(model), total_steps=100, **kwargs)
+    assert hint in str(caught.value)
+    assert "did you mean" in str(caught.value)
+
+
+def test_a_meta_model_builds_without_drawing_or_writing_any_value():
+    # a ResNet-50-sized layer: drawing its mask would cost a real randperm, the meta one nothing
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(2048, 12_000), nn.ReLU(), nn.Linear(12_000, 1000))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dst = DST(model, opt, density=0.1, total_steps=100)
+    mask = dst.masks["0.weight"]
+    assert mask.is_meta and mask.shape == model[0].weight.shape
+    untouched = torch.Generator().manual_seed(0).get_state()
+    assert torch.equal(dst.generator.get_state(), untouched)  # no mask was drawn
+    assert set(dst.layer_density) == {"0.weight", "2.weight"}
+    with pytest.raises(ConfigError, match="cannot select globally"):
+        DST(model, opt, prune="set", selection="global", total_steps=100)

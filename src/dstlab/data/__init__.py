@@ -13,25 +13,35 @@ import os
 from dstlab.errors import ConfigError
 
 from . import builtin, cifar, higgs, idx, imagenet, tiny_imagenet  # noqa: F401  (registration)
-from .base import DATASETS, ENV_VAR, Dataset, data_root
+from .base import DATASETS, ENV_VAR, SHAPES, Dataset, DatasetShape, data_root, register_dataset
 from .splits import FileSplit, Split, TensorSplit
 
 __all__ = [
     "DATASETS",
     "ENV_VAR",
     "Dataset",
+    "DatasetShape",
     "FileSplit",
     "Split",
     "TensorSplit",
     "data_root",
+    "dataset_shape",
     "list_datasets",
     "load_dataset",
+    "register_dataset",
 ]
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`."""
     return DATASETS.names()
+
+
+def dataset_shape(name: str) -> DatasetShape | None:
+    """Sample shape and class count of dataset ``name`` without reading it; None for a dataset
+    registered without them (``DATASETS.register`` rather than ``register_dataset``)."""
+    DATASETS.get(name)  # an unknown name is one sentence
+    return SHAPES.get(name) if name in SHAPES else None
 
 
 def load_dataset(

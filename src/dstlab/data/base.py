@@ -61,6 +61,31 @@ Loader = Callable[..., Dataset]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a model needs of a dataset, known without reading it: one sample's shape and the
+    class count (1: binary) of the standard files."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+SHAPES: Registry[DatasetShape] = Registry("dataset")
+
+
+def register_dataset(
+    name: str, input_shape: tuple[int, ...], num_classes: int
+) -> Callable[[Loader], Loader]:
+    """Decorator: ``DATASETS.register(name)`` plus the shape of the dataset's samples, so runs
+    can be checked against their model before any data is read."""
+
+    def add(loader: Loader) -> Loader:
+        SHAPES.register(name)(DatasetShape(tuple(input_shape), int(num_classes)))
+        return DATASETS.register(name)(loader)
+
+    return add
+
+
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where datasets are looked for: ``data_dir``, else $DSTLAB_DATA, else ~/.dstlab/data."""
     if data_dir:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DATASETS, Dataset
+from .base import Dataset, register_dataset
 from .splits import TensorSplit, split_last
 from .transforms import FloatInput
 
@@ -28,7 +28,7 @@ def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor
     return [(t - mean) / std for t in (train, *others)]
 
 
-@DATASETS.register("digits")
+@register_dataset("digits", input_shape=(1, 8, 8), num_classes=10)
 def load_digits(
     root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
 ) -> Dataset:
@@ -100,7 +100,7 @@ def _mnist1d_arrays(cache_dir: Path | None) -> dict[str, np.ndarray]:
     return arrays
 
 
-@DATASETS.register("mnist1d")
+@register_dataset("mnist1d", input_shape=(40,), num_classes=10)
 def load_mnist1d(
     root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
 ) -> Dataset:

@@ -11,7 +11,7 @@ import torch
 
 from dstlab.errors import DataError
 
-from .base import DATASETS, Dataset, missing
+from .base import Dataset, missing, register_dataset
 from .splits import TensorSplit, split_last
 from .transforms import ImageInput
 
@@ -100,7 +100,7 @@ def _load(
     )
 
 
-@DATASETS.register("cifar10")
+@register_dataset("cifar10", input_shape=(3, 32, 32), num_classes=10)
 def load_cifar10(
     root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
 ) -> Dataset:
@@ -119,7 +119,7 @@ def load_cifar10(
     )
 
 
-@DATASETS.register("cifar100")
+@register_dataset("cifar100", input_shape=(3, 32, 32), num_classes=100)
 def load_cifar100(
     root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
 ) -> Dataset:

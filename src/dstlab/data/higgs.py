@@ -10,7 +10,7 @@ import torch
 
 from dstlab.errors import DataError
 
-from .base import DATASETS, Dataset, missing
+from .base import Dataset, missing, register_dataset
 from .builtin import standardize
 from .splits import TensorSplit
 from .transforms import FloatInput
@@ -86,7 +86,7 @@ def stratified_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, 
 STUDY_SPLIT_SEED = 42  # the study's split; a per-run split would change the test set per seed
 
 
-@DATASETS.register("higgs")
+@register_dataset("higgs", input_shape=(24,), num_classes=1)
 def load_higgs(
     root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
 ) -> Dataset:

@@ -12,7 +12,7 @@ import torch
 
 from dstlab.errors import DataError
 
-from .base import DATASETS, Dataset, first_existing, missing
+from .base import Dataset, first_existing, missing, register_dataset
 from .splits import TensorSplit, split_last
 from .transforms import ImageInput
 
@@ -95,7 +95,7 @@ def load_idx_dataset(
     )
 
 
-@DATASETS.register("mnist")
+@register_dataset("mnist", input_shape=(1, 28, 28), num_classes=10)
 def load_mnist(
     root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
 ) -> Dataset:
@@ -110,7 +110,7 @@ def load_mnist(
     )
 
 
-@DATASETS.register("fashion_mnist")
+@register_dataset("fashion_mnist", input_shape=(1, 28, 28), num_classes=10)
 def load_fashion_mnist(
     root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
 ) -> Dataset:

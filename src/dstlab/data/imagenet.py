@@ -10,7 +10,7 @@ import torch
 
 from dstlab.errors import DataError
 
-from .base import DATASETS, Dataset, missing
+from .base import Dataset, missing, register_dataset
 from .images import decode_short_side, is_image, pillow
 from .splits import FileSplit, split_last_per_class
 from .transforms import ResizedCropInput
@@ -38,7 +38,7 @@ def scan_folder(
     return classes, files, labels
 
 
-@DATASETS.register("imagenet")
+@register_dataset("imagenet", input_shape=(3, 224, 224), num_classes=1000)
 def load_imagenet(
     root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
 ) -> Dataset:

@@ -9,7 +9,7 @@ import torch
 
 from dstlab.errors import DataError
 
-from .base import DATASETS, Dataset, missing
+from .base import Dataset, missing, register_dataset
 from .images import decode_all, decode_fixed, is_image, pillow
 from .splits import TensorSplit, split_last_per_class
 from .transforms import ImageInput
@@ -52,7 +52,7 @@ def scan(folder: Path) -> tuple[list[str], list[Path], list[int], list[Path], li
     return wnids, train_files, train_labels, val_files, val_labels
 
 
-@DATASETS.register("tiny_imagenet")
+@register_dataset("tiny_imagenet", input_shape=(3, 64, 64), num_classes=200)
 def load_tiny_imagenet(
     root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
 ) -> Dataset:

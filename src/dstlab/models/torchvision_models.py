@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from dstlab.errors import ConfigError
+from dstlab.errors import MissingDependency
 from dstlab.models.registry import MODELS, image_shape, no_dropout
 
 
@@ -15,7 +15,7 @@ def _torchvision_models(model: str) -> Any:
     try:
         return importlib.import_module("torchvision.models")
     except ImportError:
-        raise ConfigError(
+        raise MissingDependency(
             f"model {model!r} comes from torchvision, which is not installed; "
             "install it with `pip install dstlab[vision]` (a torchvision matching your torch)."
         ) from None

@@ -1,6 +1,7 @@
 """run: one training run end to end (config, loop, checkpoints, metrics files).
 
-`train` is imported on first use so that reading a RunConfig does not import torch."""
+`train` is imported on first use so that importing RunConfig does not import torch (building
+one does: it checks names against the model, dataset and criteria registries)."""
 
 from __future__ import annotations
 

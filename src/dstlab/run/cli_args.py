@@ -39,7 +39,7 @@ _HELP = {
     "update_position": "topology update before or after the optimizer step",
     "shadow_criteria": "comma-separated criteria compared against the acting one at each update",
     "start_similarity": "comma-separated fractions: criteria similarity on the initial network",
-    "backend": f"one of {', '.join(cfg.BACKENDS)}",
+    "backend": "masked (dense tensors with masks) or sparse (CPU Linear layers stored sparse)",
     "epochs": "training epochs",
     "batch_size": "samples per micro-batch and process",
     "optimizer": f"one of {', '.join(cfg.OPTIMIZERS)}",

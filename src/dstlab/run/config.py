@@ -1,21 +1,29 @@
 """One training run's configuration: a frozen dataclass whose field names are the CLI flags
-(with dashes), the config-file keys and the study-spec keys (with underscores)."""
+(with dashes), the config-file keys and the study-spec keys (with underscores).
+
+An option with a fixed set of values says so in its field metadata: ``"choices"`` is either the
+tuple of values (options only a run has) or ``"module:attribute"`` naming the registry or
+constant that owns them (models, datasets, criteria and the engine's options), imported when a
+config is first checked. :func:`choices` reads either form; building a RunConfig checks them."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import importlib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dstlab.errors import ConfigError
+from dstlab.registry import check_one_of, did_you_mean
 
 MODES = ("dense", "static", "dst")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("step", "cosine", "constant")
-BACKENDS = ("masked", "sparse")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("32", "bf16", "fp16")
+
+_ENGINE = "dstlab.topology.engine"
+_CRITERIA = "dstlab.topology.criteria"
 
 
 @dataclass(frozen=True)
@@ -23,14 +31,16 @@ class RunConfig:
     """Everything that determines one run's result (plus where to find data and how many threads)."""
 
     # what to train
-    data: str = "digits"
-    model: str = "mlp"
-    mode: str = "dst"
+    data: str = field(default="digits", metadata={"choices": "dstlab.data:DATASETS"})
+    model: str = field(default="mlp", metadata={"choices": "dstlab.models:MODELS"})
+    mode: str = field(default="dst", metadata={"choices": MODES})
     # the sparse topology (names match dstlab.DST keywords)
     density: float = 0.1
-    prune: str = "magnitude"
-    grow: str = "random"
-    distribution: str = "erk"
+    prune: str = field(default="magnitude", metadata={"choices": f"{_CRITERIA}:list_pruners"})
+    grow: str = field(default="random", metadata={"choices": f"{_CRITERIA}:list_growers"})
+    distribution: str = field(
+        default="erk", metadata={"choices": "dstlab.topology.distributions:DISTRIBUTIONS"}
+    )
     erk_power: float = 1.0
     dense_layers: tuple[str, ...] = ()
     update_every: int = 100
@@ -38,26 +48,32 @@ class RunConfig:
     update_end: float = 1.0
     drop_fraction: float = 0.5
     drop_fraction_min: float = 0.005
-    decay: str = "cosine"
-    selection: str = "local"
-    global_normalize: str | None = None
+    decay: str = field(default="cosine", metadata={"choices": "dstlab.topology.schedules:DECAYS"})
+    selection: str = field(default="local", metadata={"choices": f"{_ENGINE}:SELECTIONS"})
+    global_normalize: str | None = field(
+        default=None, metadata={"choices": f"{_ENGINE}:NORMALIZATIONS"}
+    )
     gamma: float = 1.0
     score_smoothing: float | None = None
-    update_position: str = "before"
-    shadow_criteria: tuple[str, ...] = ()
+    update_position: str = field(
+        default="before", metadata={"choices": f"{_ENGINE}:UPDATE_POSITIONS"}
+    )
+    shadow_criteria: tuple[str, ...] = field(
+        default=(), metadata={"choices": f"{_CRITERIA}:list_pruners"}
+    )
     # "mask similarity at the start": before training, record what each shadow criterion would
     # remove from the initial network at each of these constant fractions (SPEC §6)
     start_similarity: tuple[float, ...] = ()
-    backend: str = "masked"
+    backend: str = field(default="masked", metadata={"choices": f"{_ENGINE}:BACKENDS"})
     # optimisation
     epochs: int = 30
     batch_size: int = 64
-    optimizer: str = "sgd"
+    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
     lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    lr_schedule: str = "step"
+    lr_schedule: str = field(default="step", metadata={"choices": LR_SCHEDULES})
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     dropout: float = 0.0
@@ -75,7 +91,7 @@ class RunConfig:
     # environment: does not change the result on one device, so not part of a run's identity
     data_dir: str | None = field(default=None, metadata={"identity": False})
     threads: int | None = field(default=None, metadata={"identity": False})
-    device: str = field(default="auto", metadata={"identity": False})
+    device: str = field(default="auto", metadata={"identity": False, "choices": DEVICES})
     # seconds between mid-epoch checkpoints (0: after every step); one is always written at
     # each epoch end, so a kill loses at most this much work
     checkpoint_seconds: float = field(default=30.0, metadata={"identity": False})
@@ -95,9 +111,10 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         for key in values:
             if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"unknown run option '{key}'{hint}; see `dstlab train --help`.")
+                raise ConfigError(
+                    f"unknown run option '{key}'{did_you_mean(key, sorted(known))}; "
+                    "see `dstlab train --help`."
+                )
         coerced = {k: _coerce(cls, k, v) for k, v in values.items()}
         return cls(**coerced)
 
@@ -126,6 +143,18 @@ class RunConfig:
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}
+_FIELDS = {f.name: f for f in fields(RunConfig)}
+
+
+def choices(option: str) -> tuple[Any, ...] | None:
+    """The values RunConfig option ``option`` may take (for a list option: each item), or None
+    when any value of its type will do."""
+    spec = _FIELDS[option].metadata.get("choices")
+    if spec is None or isinstance(spec, tuple):
+        return spec
+    module, _, attribute = spec.partition(":")
+    owner = getattr(importlib.import_module(module), attribute)
+    return tuple(owner() if callable(owner) else owner)
 
 
 def _coerce(cls: type, key: str, value: Any) -> Any:
@@ -164,17 +193,21 @@ def _coerce(cls: type, key: str, value: Any) -> Any:
     return value
 
 
-def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+def _check_choices(c: RunConfig) -> None:
+    for name, f in _FIELDS.items():
+        if "choices" not in f.metadata:
+            continue
+        allowed = choices(name)
+        value = getattr(c, name)
+        if isinstance(value, tuple):
+            for item in value:
+                check_one_of(f"each of {name}", item, allowed)
+        else:
+            check_one_of(name, value, allowed)
 
 
 def _validate(c: RunConfig) -> None:
-    _one_of("mode", c.mode, MODES)
-    _one_of("optimizer", c.optimizer, OPTIMIZERS)
-    _one_of("lr_schedule", c.lr_schedule, LR_SCHEDULES)
-    _one_of("backend", c.backend, BACKENDS)
-    _one_of("device", c.device, DEVICES)
+    _check_choices(c)
     if not 0.0 < c.density <= 1.0:
         raise ConfigError(f"density must be in (0, 1], got {c.density}.")
     if c.epochs < 1:

@@ -27,7 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--address", help="Ray cluster: auto or ray://host:port (default: local Ray)")
     run.add_argument("--gpus", type=float, default=0.0, help="GPUs per run (Ray executor)")
-    run.add_argument("--dry-run", action="store_true", help="validate and list runs, run nothing")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, build every run's model and DST ahead and list the runs; run nothing",
+    )
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
@@ -47,7 +51,10 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     if args.dry_run:
-        print(_plan(spec, args.out, *plan_workers(args.workers, args.threads)))
+        from dstlab.study.preflight import check_spec
+
+        notes = check_spec(spec, missing_ok=True)
+        print(_plan(spec, args.out, *plan_workers(args.workers, args.threads), notes))
         return 0
     report = run_study(
         spec,
@@ -67,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if report.counts.get("failed") else 0
 
 
-def _plan(spec: StudySpec, out: str, workers: int, threads: int) -> str:
+def _plan(spec: StudySpec, out: str, workers: int, threads: int, notes: list[str]) -> str:
     from pathlib import Path
 
     from dstlab.study.store import STORE_FILE, Store
@@ -78,6 +85,8 @@ def _plan(spec: StudySpec, out: str, workers: int, threads: int) -> str:
             counts = store.counts(spec.run_ids())
         lines.append("in " + out + ": " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     lines.append(f"would use {workers} worker(s) x {threads} thread(s)")
+    lines.append("built ahead on the meta device: every run checked here can start")
+    lines += [f"note: {note}" for note in notes]
     for rid, config in list(zip(spec.run_ids(), spec.runs, strict=True))[:20]:
         values = " ".join(f"{k}={getattr(config, k)}" for k in spec.grid_keys)
         lines.append(f"  {rid}  {values}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dstlab.errors import ConfigError
+from dstlab.study.preflight import check_spec
 from dstlab.study.results import RUNS_DIR
 from dstlab.study.spec import StudySpec, load_spec
 from dstlab.study.store import FINAL, Claim, Store
@@ -78,7 +79,9 @@ def run_study(
     stale_after: float = 120.0,
     heartbeat_every: float = 5.0,
 ) -> StudyReport:
-    """Run every run of ``spec`` not yet done into study directory ``out``.
+    """Run every run of ``spec`` not yet done into study directory ``out``, after building each
+    run's model and DST ahead (``dstlab.study.preflight``): a run that cannot start is a
+    ConfigError before anything is written.
 
     Done and diverged runs are skipped, interrupted ones resumed from their checkpoints, failed
     ones retried only with ``retry_failed``. ``run_fn`` (default ``dstlab.run.train``) is called
@@ -90,6 +93,10 @@ def run_study(
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
     n_workers, n_threads = plan_workers(workers, threads)
+    # every run is built ahead, so a grid point that cannot start stops the study before any
+    # run does; Ray's workers may have packages this machine lacks
+    for note in check_spec(spec, missing_ok=executor == "ray"):
+        print(f"dstlab: {note}", file=sys.stderr)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / RUNS_DIR).mkdir(exist_ok=True)

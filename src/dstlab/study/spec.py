@@ -15,7 +15,6 @@ pruning or a shadow criterion; ``global_normalize`` is reset unless ``selection:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 
 from dstlab.errors import ConfigError
+from dstlab.registry import did_you_mean
 from dstlab.run.config import RunConfig
 
 SPEC_KEYS = ("name", "description", "base", "grid", "grids")
@@ -109,7 +109,7 @@ def parse_spec(raw: Any, source: str = "spec", text: str = "") -> StudySpec:
         raise ConfigError(f"{source}: a study spec must be a mapping with keys {_list(SPEC_KEYS)}.")
     for key in raw:
         if key not in SPEC_KEYS:
-            raise ConfigError(f"{source}: unknown spec key '{key}'{_hint(key, SPEC_KEYS)}.")
+            raise ConfigError(f"{source}: unknown spec key '{key}'{did_you_mean(key, SPEC_KEYS)}.")
     if "grid" in raw and "grids" in raw:
         raise ConfigError(f"{source}: give either 'grid' or 'grids', not both.")
     name = raw.get("name") or Path(source).stem
@@ -170,64 +170,13 @@ def _build(values: dict[str, Any], where: str, point: dict[str, Any]) -> RunConf
         config = RunConfig.from_dict(dict(values))
     except ConfigError as error:
         raise ConfigError(f"{at}: {_sentence(error)}") from None
-    config = normalise(config)
-    _check_names(config, at)
-    return config
+    return normalise(config)
 
 
 def _check_keys(mapping: Mapping, where: str) -> None:
     for key in mapping:
         if key not in RUN_KEYS:
-            raise ConfigError(f"{where}: unknown run option '{key}'{_hint(key, RUN_KEYS)}.")
-
-
-def _check_names(config: RunConfig, at: str) -> None:
-    """Check criterion, model and dataset names against the registries that are installed."""
-    for key, allowed in _registries().items():
-        value = getattr(config, key)
-        for item in value if isinstance(value, tuple) else (value,):
-            if item is not None and allowed and item not in allowed:
-                raise ConfigError(
-                    f"{at}: {key} '{item}' is not known{_hint(item, allowed)}; "
-                    f"choose from {_list(allowed)}."
-                )
-
-
-_REGISTRY_CACHE: dict[str, tuple[str, ...]] = {}
-
-
-def _registries() -> dict[str, tuple[str, ...]]:
-    """Names per option; a registry not importable (a room not built) is skipped."""
-    if not _REGISTRY_CACHE:
-        _REGISTRY_CACHE.update(
-            model=_names("dstlab.models", "list_models"),
-            data=_names("dstlab.data", "list_datasets"),
-            prune=_names("dstlab.topology.criteria", "list_pruners"),
-            grow=_names("dstlab.topology.criteria", "list_growers"),
-            shadow_criteria=_names("dstlab.topology.criteria", "list_pruners"),
-            distribution=_names("dstlab.topology.distributions", "DISTRIBUTIONS"),
-            decay=_names("dstlab.topology.schedules", "DECAYS"),
-            selection=_names("dstlab.topology.engine", "SELECTIONS"),
-            global_normalize=_names("dstlab.topology.engine", "NORMALIZATIONS"),
-            update_position=_names("dstlab.topology.engine", "UPDATE_POSITIONS"),
-        )
-    return dict(_REGISTRY_CACHE)
-
-
-def _names(module: str, attribute: str) -> tuple[str, ...]:
-    import importlib
-
-    try:
-        names = getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError):
-        return ()
-    names = names() if callable(names) else names
-    return tuple(sorted(n for n in names if n is not None))
-
-
-def _hint(key: Any, known: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}: unknown run option '{key}'{did_you_mean(key, RUN_KEYS)}.")
 
 
 def _list(names: tuple[str, ...] | list[str]) -> str:

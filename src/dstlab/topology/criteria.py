@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from dstlab.errors import ConfigError, DstlabError
+from dstlab.registry import did_you_mean
 from dstlab.topology.selection import highest_k, lowest_k, random_subset
 
 EPS = 1e-8
@@ -191,7 +192,9 @@ def register_grower(name: str):
 
 def _build(table: dict, kind: str, name: str, params: dict[str, Any]):
     if name not in table:
-        raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}.")
+        raise ConfigError(
+            f"unknown {kind} {name!r}{did_you_mean(name, table)}; known: {', '.join(sorted(table))}."
+        )
     try:
         return table[name](**params)
     except TypeError as error:

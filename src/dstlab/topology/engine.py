@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from dstlab.errors import ConfigError
+from dstlab.registry import check_one_of
 from dstlab.topology.consistency import check_masks_agree
 from dstlab.topology.criteria import (
     Grower,
@@ -86,10 +87,10 @@ class DST:
         grad_scaler: torch.amp.GradScaler | None = None,
     ):
         check_density(density)
-        _one_of("selection", selection, SELECTIONS)
-        _one_of("global_normalize", global_normalize, NORMALIZATIONS)
-        _one_of("update_position", update_position, UPDATE_POSITIONS)
-        _one_of("backend", backend, BACKENDS)
+        check_one_of("selection", selection, SELECTIONS)
+        check_one_of("global_normalize", global_normalize, NORMALIZATIONS)
+        check_one_of("update_position", update_position, UPDATE_POSITIONS)
+        check_one_of("backend", backend, BACKENDS)
         if score_smoothing is not None and not 0.0 <= score_smoothing < 1.0:
             raise ConfigError(f"score_smoothing must be in [0, 1), got {score_smoothing}.")
         if total_steps is not None and total_steps < 1:
@@ -232,7 +233,8 @@ class DST:
     def enforce(self) -> None:
         """Zero weights, gradients and optimizer state wherever a mask is off."""
         for target in self.targets:
-            target.enforce(self.optimizer)
+            if not target.mask.is_meta:  # a meta model (built to check shapes) holds no values
+                target.enforce(self.optimizer)
 
     def compare_criteria(self, criteria: Sequence[str], fraction: float) -> dict[str, Any]:
         """What each criterion would remove from the current state (weights and the gradient in
@@ -298,6 +300,9 @@ class DST:
     # ------------------------------------------------------------------ construction
 
     def _initial_mask(self, param: torch.Tensor, density: float) -> torch.Tensor:
+        if param.device.type == "meta":
+            # a model without storage (built to check options and shapes): nothing to draw
+            return torch.empty(param.shape, dtype=torch.bool, device="meta")
         k = round(density * param.numel())
         every = torch.ones(param.numel(), dtype=torch.bool)
         mask = torch.zeros(param.numel(), dtype=torch.bool)
@@ -504,9 +509,3 @@ def _in_layer(error: NonFiniteScoreError, layer: str, step: int) -> NonFiniteSco
         f"{message} in layer {layer!r} at step {step}; the masks were left "
         "untouched (check for NaN/inf gradients or weights)."
     )
-
-
-def _one_of(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        shown = ", ".join(repr(a) for a in allowed)
-        raise ConfigError(f"{name} must be one of {shown}; got {value!r}.")
