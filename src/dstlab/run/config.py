@@ -82,7 +82,7 @@ class RunConfig:
     # weight decay on batch-norm parameters too (the study's ImageNet runs exempt them)
     bn_weight_decay: bool = True
     # autocast dtype of the forward pass (fp16 adds a gradient scaler); micro-batches per step
-    precision: str = "32"
+    precision: str = field(default="32", metadata={"choices": PRECISIONS})
     accumulate: int = 1
     # data handling
     val_fraction: float = 0.1
@@ -253,7 +253,6 @@ def _validate(c: RunConfig) -> None:
 
 
 def _validate_scale(c: RunConfig) -> None:
-    _one_of("precision", c.precision, PRECISIONS)
     if c.accumulate < 1:
         raise ConfigError(f"accumulate must be a positive whole number, got {c.accumulate}.")
     if c.nproc < 1:
