@@ -6,8 +6,8 @@ name into one sentence listing the known ones."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
 
 from dstlab.errors import ConfigError
 
@@ -39,11 +39,14 @@ class Registry(Generic[T]):
             return self._entries[name]
         except (KeyError, TypeError):
             pass
-        close = difflib.get_close_matches(str(name), self.names(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
-            f"unknown {self.kind} {name!r}{hint}; known {self.kind}s: {', '.join(self.names())}."
+            f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
+            f"known: {', '.join(self.names())}."
         )
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a test or a notebook cleaning up what it registered)."""
+        del self._entries[name]
 
     def names(self) -> list[str]:
         """All registered names, sorted."""
@@ -57,3 +60,22 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def did_you_mean(value: object, known: Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` naming the known name closest to ``value``, or "" if none is."""
+    names = [k for k in known if isinstance(k, str)]
+    close = difflib.get_close_matches(str(value), names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_one_of(option: str, value: Any, allowed: Iterable[Any]) -> None:
+    """ConfigError ``option must be one of a, b; got 'c' (did you mean 'a'?).`` unless ``value``
+    is allowed (None is shown as ``none``, the word the CLI and config files accept for it)."""
+    allowed = tuple(allowed)
+    if value in allowed:
+        return
+    shown = ", ".join("none" if a is None else str(a) for a in allowed)
+    raise ConfigError(
+        f"{option} must be one of {shown}; got {value!r}{did_you_mean(value, allowed)}."
+    )

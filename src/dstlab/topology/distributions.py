@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from dstlab.errors import ConfigError
+from dstlab.registry import did_you_mean
 
 Shape = Sequence[int]
 
@@ -47,7 +48,8 @@ def layer_densities(
     in the balance."""
     if method not in DISTRIBUTIONS:
         raise ConfigError(
-            f"unknown distribution {method!r}; known: {', '.join(sorted(DISTRIBUTIONS))}."
+            f"unknown distribution {method!r}{did_you_mean(method, DISTRIBUTIONS)}; "
+            f"known: {', '.join(sorted(DISTRIBUTIONS))}."
         )
     check_density(density)
     if not shapes:

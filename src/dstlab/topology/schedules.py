@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from dstlab.errors import ConfigError
+from dstlab.registry import did_you_mean
 
 DECAYS = ("cosine", "linear", "constant")
 
@@ -67,7 +68,10 @@ class DropFraction:
         if not 0.0 < self.initial < 1.0:
             raise ConfigError(f"drop_fraction must be in (0, 1), got {self.initial!r}.")
         if self.decay not in DECAYS:
-            raise ConfigError(f"unknown decay {self.decay!r}; known: {', '.join(DECAYS)}.")
+            raise ConfigError(
+                f"unknown decay {self.decay!r}{did_you_mean(self.decay, DECAYS)}; "
+                f"known: {', '.join(DECAYS)}."
+            )
         if not 0.0 <= self.minimum <= self.initial:
             raise ConfigError(
                 f"drop_fraction_min must be in [0, drop_fraction={self.initial}], got {self.minimum}."
