@@ -57,7 +57,9 @@ class SparseRule:
 DEFAULT_RULE = SparseRule()
 
 
-def _rule(rule: SparseRule | None, fields_given: dict[str, float | int | bool | None]) -> SparseRule:
+def _rule(
+    rule: SparseRule | None, fields_given: dict[str, float | int | bool | None]
+) -> SparseRule:
     if rule is not None and fields_given:
         raise ConfigError("give the sparse rule either as rule=SparseRule(...) or as its fields.")
     if rule is not None:

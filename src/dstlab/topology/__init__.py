@@ -36,7 +36,19 @@ _HOME = {
     "register_grower": "criteria",
     "register_pruner": "criteria",
 }
-__all__ = sorted(_HOME)
+__all__ = [
+    "DST",
+    "Grower",
+    "NonFiniteScoreError",
+    "Pruner",
+    "get_grower",
+    "get_pruner",
+    "layer_densities",
+    "list_growers",
+    "list_pruners",
+    "register_grower",
+    "register_pruner",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -486,4 +486,3 @@ def _in_layer(error: NonFiniteScoreError, layer: str, step: int) -> NonFiniteSco
         f"{message} in layer {layer!r} at step {step}; the masks were left "
         "untouched (check for NaN/inf gradients or weights)."
     )
-
