@@ -9,11 +9,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dstlab.errors import ConfigError
+from dstlab.topology.backends import BACKENDS  # the one list of backend names (no torch)
 
 MODES = ("dense", "static", "dst")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("step", "cosine", "constant")
-BACKENDS = ("masked", "sparse")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
