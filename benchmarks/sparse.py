@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dstlab.sparse.backend import SparseRule, sparse_rule
+from dstlab.sparse.backend import SparseRule
 from dstlab.sparse.linear import SparseLinear
 from dstlab.sparse.update import update_layer
 from dstlab.topology import DST, layer_densities
@@ -57,11 +57,11 @@ def setup(backend: str, sizes, density, args, rule: SparseRule, total_steps: int
     opt = torch.optim.SGD(
         model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
     )
-    with sparse_rule(rule):
-        dst = DST(
-            model, opt, density=density, prune=args.prune, grow=args.grow, distribution="erk",
-            update_every=args.update_every, total_steps=total_steps, seed=0, backend=backend,
-        )  # fmt: skip
+    dst = DST(
+        model, opt, density=density, prune=args.prune, grow=args.grow, distribution="erk",
+        update_every=args.update_every, total_steps=total_steps, seed=0, backend=backend,
+        backend_options={"rule": rule} if backend == "sparse" else None,
+    )  # fmt: skip
     return model, opt, dst
 
 

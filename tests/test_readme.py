@@ -10,7 +10,7 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_readme_training_loop_example_runs_and_keeps_density(capsys):
+def test_readme_training_loop_example_runs_and_keeps_density(capsys, restore_criteria):
     blocks = _python_blocks()
     assert blocks, "the README lost its python examples"
     namespace: dict = {}

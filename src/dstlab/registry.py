@@ -41,8 +41,12 @@ class Registry(Generic[T]):
             pass
         raise ConfigError(
             f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
-            f"known {self.kind}s: {', '.join(self.names())}."
+            f"known: {', '.join(self.names())}."
         )
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a test or a notebook cleaning up what it registered)."""
+        del self._entries[name]
 
     def names(self) -> list[str]:
         """All registered names, sorted."""

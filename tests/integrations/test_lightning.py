@@ -117,7 +117,13 @@ def test_resume_from_a_mid_training_checkpoint_matches_an_uninterrupted_fit(tmp_
         assert torch.equal(resumed_cb.dst.masks[name], mask), name
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert resumed_cb.dst.records == whole_cb.dst.records
+    # a checkpoint holds no update records (they went to the loggers); the resumed session
+    # records the updates after its resume point, the same as the uninterrupted fit's
+    ckpt = torch.load(tmp_path / "ckpt" / "epoch=0.ckpt", weights_only=False)
+    resumed_from = ckpt["dstlab"]["step"]
+    assert "records" not in ckpt["dstlab"]
+    after = [r for r in whole_cb.dst.records if r["step"] >= resumed_from]
+    assert after and resumed_cb.dst.records == after
 
 
 def test_bf16_mixed_precision_keeps_exact_sparsity(tmp_path):

@@ -13,8 +13,8 @@ from dstlab.errors import ConfigError
 from dstlab.models import list_models
 from dstlab.run import RunConfig
 from dstlab.run.config import choices
-from dstlab.topology import engine, schedules
-from dstlab.topology.criteria import _PRUNERS
+from dstlab.topology import backends, engine, schedules
+from dstlab.topology.criteria import PRUNERS
 from dstlab.topology.distributions import DISTRIBUTIONS
 
 CHOICE_OPTIONS = [f.name for f in dataclasses.fields(RunConfig) if "choices" in f.metadata]
@@ -56,7 +56,7 @@ def test_the_values_come_from_their_owners():
     assert choices("selection") == engine.SELECTIONS
     assert choices("global_normalize") == engine.NORMALIZATIONS
     assert choices("update_position") == engine.UPDATE_POSITIONS
-    assert choices("backend") == engine.BACKENDS
+    assert choices("backend") == tuple(backends.backend_names())
     assert choices("distribution") == tuple(DISTRIBUTIONS)
     assert choices("model") == tuple(list_models())
     assert choices("data") == tuple(list_datasets())
@@ -76,7 +76,7 @@ def test_a_newly_registered_criterion_is_a_valid_option():
     try:
         assert RunConfig(prune="test_abs_choice", shadow_criteria=("test_abs_choice",))
     finally:
-        _PRUNERS.pop("test_abs_choice")
+        PRUNERS.unregister("test_abs_choice")
 
 
 def test_none_is_shown_as_the_word_the_cli_accepts():

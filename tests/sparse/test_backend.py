@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from dstlab.errors import ConfigError
-from dstlab.sparse.backend import SparseRule, SparseTarget, replace_parameter, sparse_rule
+from dstlab.sparse.backend import SparseRule, SparseTarget, replace_parameter
 from dstlab.sparse.linear import SparseLinear
 from dstlab.topology import DST, list_growers, list_pruners
 from dstlab.topology.masks import MaskedTarget
@@ -37,8 +37,16 @@ def _train(backend, prune, grow, optimizer, steps=100, **dst_kwargs):
         opt = torch.optim.Adam(model.parameters(), lr=0.01)
     kwargs = {"density": 0.4, "distribution": "uniform", "update_every": 20, "seed": 1}
     kwargs |= dst_kwargs
-    with sparse_rule(force=True):
-        dst = DST(model, opt, prune=prune, grow=grow, total_steps=steps, backend=backend, **kwargs)
+    dst = DST(
+        model,
+        opt,
+        prune=prune,
+        grow=grow,
+        total_steps=steps,
+        backend=backend,
+        backend_options={"force": True} if backend == "sparse" else None,
+        **kwargs,
+    )
     g = torch.Generator().manual_seed(2)
     x = torch.randn(64, 16, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (64,), generator=g)
@@ -132,14 +140,18 @@ def test_swap_keeps_the_users_optimizer_and_model_objects():
 def test_rule_keeps_dense_layers_and_convolutions_masked():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 300))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with sparse_rule(max_density=0.1, min_weights=0):
-        dst = DST(
-            model, opt, density=0.5, distribution="uniform", backend="sparse", decay="constant"
-        )
+    dst = DST(
+        model,
+        opt,
+        density=0.5,
+        distribution="uniform",
+        backend="sparse",
+        backend_options={"rule": SparseRule(max_density=0.1, min_weights=0)},
+        decay="constant",
+    )
     assert all(isinstance(t, MaskedTarget) for t in dst.targets)
     assert type(model[2]) is nn.Linear
-    with sparse_rule(force=False):
-        assert not SparseRule(force=False).wants_sparse((1000, 1000), 0.01)
+    assert not SparseRule(force=False).wants_sparse((1000, 1000), 0.01)
     assert SparseRule().wants_sparse((1024, 3072), 0.05)
     assert not SparseRule().wants_sparse((1024, 3072), 0.5)
     assert not SparseRule().wants_sparse((10, 512), 0.05)

@@ -79,3 +79,26 @@ def test_update_layer_rejects_growth_it_cannot_do_sparsely():
     layer.capture = None
     with pytest.raises(ConfigError, match="last batch"):
         update_layer(layer, None, 0.1, grow="gradient")
+
+
+def test_random_growth_by_rejection_when_free_positions_are_plenty():
+    g = torch.Generator().manual_seed(1)
+    occupied = torch.arange(0, 100_000, 50)  # 2,000 of 100,000 taken; n * 4 <= free
+    grown = random_growth(occupied, 100_000, 300, g)
+    assert grown.numel() == 300 == grown.unique().numel()
+    assert not torch.isin(grown, occupied).any()
+    again = random_growth(occupied, 100_000, 300, torch.Generator().manual_seed(1))
+    assert torch.equal(grown, again)
+
+
+def test_drop_count_is_the_engines_count_where_float32_is_off_by_one():
+    from dstlab.topology.schedules import count_to_replace
+
+    layer = SparseLinear(400, 500, density=0.5, generator=torch.Generator().manual_seed(0))
+    nnz, fraction = layer.nnz, 0.50000001
+    assert nnz == 100_000
+    # f·nnz = 50000.001: float32 rounds it to 50000.0, so its ceil loses one weight
+    assert int(torch.tensor(fraction * nnz).ceil()) == 50_000
+    assert count_to_replace(fraction, nnz) == 50_001
+    out = update_layer(layer, None, fraction, "magnitude", "random", torch.Generator())
+    assert out["removed"] == out["grown"] == 50_001 and layer.nnz == nnz

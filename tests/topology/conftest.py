@@ -1,5 +1,8 @@
+import pytest
 import torch
 from torch import nn
+
+from dstlab import DST
 
 
 def make_model(widths=(20, 16, 12, 5), conv=False, seed=0):
@@ -48,3 +51,18 @@ def train_steps(model, optimizer, dst, steps, start=0, conv=False):
         if record:
             records.append(record)
     return records
+
+
+@pytest.fixture(scope="session")
+def make_dst():
+    """``make_dst(**options) -> (model, optimizer, dst)``: a fresh ``make_model(widths,
+    seed=model_seed)`` and ``make_optimizer(model, optim)`` under a DST with these tests' usual
+    options (density 0.3, update_every 2, total_steps 20), each overridable by keyword."""
+
+    def make(widths=(20, 30, 5), optim="sgd", conv=False, model_seed=0, **options):
+        model = make_model(widths, conv=conv, seed=model_seed)
+        optimizer = make_optimizer(model, optim)
+        options = {"density": 0.3, "update_every": 2, "total_steps": 20, **options}
+        return model, optimizer, DST(model, optimizer, **options)
+
+    return make

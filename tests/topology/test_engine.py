@@ -11,7 +11,7 @@ from dstlab import DST
 from dstlab.errors import ConfigError
 from dstlab.topology.criteria import NonFiniteScoreError
 
-from .conftest import make_model, make_optimizer, train_steps
+from .conftest import batch, make_model, train_steps
 
 PRUNERS = [
     "random",
@@ -38,7 +38,11 @@ def _inactive_is_zero(model, optimizer, dst):
                 assert torch.all(value[~mask] == 0), name
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     widths=st.lists(st.integers(2, 24), min_size=2, max_size=4),
     density=st.floats(0.05, 1.0),
@@ -51,15 +55,14 @@ def _inactive_is_zero(model, optimizer, dst):
     seed=st.integers(0, 1000),
 )
 def test_invariants_hold_after_every_step(
-    widths, density, prune, grow, optim, distribution, selection, position, seed
+    make_dst, widths, density, prune, grow, optim, distribution, selection, position, seed
 ):
     if selection == "global" and prune == "set":
         selection = "local"
-    model = make_model((20, *widths, 5), seed=seed)
-    opt = make_optimizer(model, optim)
-    dst = DST(
-        model,
-        opt,
+    model, opt, dst = make_dst(
+        (20, *widths, 5),
+        optim,
+        model_seed=seed,
         density=density,
         prune=prune,
         grow=grow,
@@ -86,12 +89,8 @@ def test_invariants_hold_after_every_step(
     assert len(dst.records) == 5
 
 
-def test_removed_are_active_and_grown_are_inactive_after_pruning():
-    model = make_model((20, 30, 5))
-    opt = make_optimizer(model)
-    dst = DST(
-        model, opt, density=0.3, prune="magnitude", grow="gradient", update_every=3, total_steps=30
-    )
+def test_removed_are_active_and_grown_are_inactive_after_pruning(make_dst):
+    model, opt, dst = make_dst(prune="magnitude", grow="gradient", update_every=3, total_steps=30)
     train_steps(model, opt, dst, 3)
     before = {n: m.clone() for n, m in dst.masks.items()}
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -108,13 +107,9 @@ def test_removed_are_active_and_grown_are_inactive_after_pruning():
         assert int(grown.sum()) == int(removed.sum())
 
 
-def test_new_weights_start_at_zero_and_optimizer_state_is_reset():
-    model = make_model((20, 30, 5))
-    opt = make_optimizer(model, "adam")
-    dst = DST(
-        model,
-        opt,
-        density=0.3,
+def test_new_weights_start_at_zero_and_optimizer_state_is_reset(make_dst):
+    model, opt, dst = make_dst(
+        optim="adam",
         prune="magnitude",
         grow="random",
         update_every=4,
@@ -133,13 +128,9 @@ def test_new_weights_start_at_zero_and_optimizer_state_is_reset():
         assert torch.all(opt.state[params[name]]["exp_avg_sq"][grown] == 0)
 
 
-def test_a_regrown_just_pruned_weight_restarts_from_zero():
+def test_a_regrown_just_pruned_weight_restarts_from_zero(make_dst):
     # density 1.0: every pruned weight is the only place to regrow (the study's regulariser)
-    model = make_model((20, 30, 5))
-    opt = make_optimizer(model)
-    dst = DST(
-        model,
-        opt,
+    model, opt, dst = make_dst(
         density=1.0,
         prune="magnitude",
         grow="random",
@@ -157,14 +148,10 @@ def test_a_regrown_just_pruned_weight_restarts_from_zero():
     assert int(zeros.sum()) == pytest.approx(0.5 * w_before.numel(), abs=1)
 
 
-def test_update_order_is_the_same_for_every_criterion():
+def test_update_order_is_the_same_for_every_criterion(make_dst):
     # "before": scores use the state the current gradient belongs to; the optimizer step follows
     for prune in ("magnitude", "snip"):
-        model = make_model((20, 30, 5))
-        opt = make_optimizer(model)
-        dst = DST(
-            model, opt, density=0.3, prune=prune, grow="gradient", update_every=2, total_steps=10
-        )
+        model, opt, dst = make_dst(prune=prune, grow="gradient", total_steps=10)
         train_steps(model, opt, dst, 2)
         seen = {}
         original = dst._prune_sets
@@ -179,19 +166,10 @@ def test_update_order_is_the_same_for_every_criterion():
         assert torch.equal(seen["w"], w_before_step)
 
 
-def test_same_seed_gives_same_masks_and_other_seed_differs():
+def test_same_seed_gives_same_masks_and_other_seed_differs(make_dst):
     def run(seed):
-        model = make_model((20, 30, 5), seed=0)
-        opt = make_optimizer(model)
-        dst = DST(
-            model,
-            opt,
-            density=0.2,
-            prune="random",
-            grow="random",
-            update_every=2,
-            total_steps=10,
-            seed=seed,
+        model, opt, dst = make_dst(
+            density=0.2, prune="random", grow="random", total_steps=10, seed=seed
         )
         train_steps(model, opt, dst, 10)
         return dst.masks
@@ -201,23 +179,18 @@ def test_same_seed_gives_same_masks_and_other_seed_differs():
     assert any(not torch.equal(a[n], c[n]) for n in a)
 
 
-def test_initial_topology_has_exact_counts_and_zero_inactive_weights():
-    model = make_model((64, 128, 10))
-    opt = make_optimizer(model)
-    dst = DST(model, opt, density=0.1, distribution="erk", total_steps=100)
+def test_initial_topology_has_exact_counts_and_zero_inactive_weights(make_dst):
+    model, opt, dst = make_dst((64, 128, 10), density=0.1, distribution="erk", total_steps=100)
     for name, mask in dst.masks.items():
         numel = mask.numel()
         assert int(mask.sum()) == round(dst.layer_density[name] * numel)
     _inactive_is_zero(model, opt, dst)
 
 
-def test_exact_resume_through_a_file(tmp_path):
+def test_exact_resume_through_a_file(tmp_path, make_dst):
     def fresh():
-        model = make_model((20, 30, 16, 5), seed=0)
-        opt = make_optimizer(model, "sgd")
-        dst = DST(
-            model,
-            opt,
+        return make_dst(
+            (20, 30, 16, 5),
             density=0.2,
             prune="set",
             grow="gradient",
@@ -226,7 +199,6 @@ def test_exact_resume_through_a_file(tmp_path):
             seed=7,
             shadow_criteria=["magnitude", "random"],
         )
-        return model, opt, dst
 
     model, opt, dst = fresh()
     train_steps(model, opt, dst, 20)
@@ -250,18 +222,9 @@ def test_exact_resume_through_a_file(tmp_path):
         assert torch.equal(m, straight[1][name])
 
 
-def test_records_report_itop_churn_and_symmetric_similarity():
-    model = make_model((20, 30, 5))
-    opt = make_optimizer(model)
-    dst = DST(
-        model,
-        opt,
-        density=0.3,
-        prune="magnitude",
-        grow="gradient",
-        update_every=2,
-        total_steps=20,
-        shadow_criteria=["magnitude", "snip", "set", "random"],
+def test_records_report_itop_churn_and_symmetric_similarity(make_dst):
+    model, opt, dst = make_dst(
+        prune="magnitude", grow="gradient", shadow_criteria=["magnitude", "snip", "set", "random"]
     )
     records = train_steps(model, opt, dst, 9)
     assert [r["step"] for r in records] == [2, 4, 6, 8]
@@ -277,20 +240,9 @@ def test_records_report_itop_churn_and_symmetric_similarity():
     )
 
 
-def test_shadow_criteria_do_not_change_training():
+def test_shadow_criteria_do_not_change_training(make_dst):
     def run(shadows):
-        model = make_model((20, 30, 5))
-        opt = make_optimizer(model)
-        dst = DST(
-            model,
-            opt,
-            density=0.3,
-            prune="random",
-            grow="random",
-            update_every=2,
-            total_steps=20,
-            shadow_criteria=shadows,
-        )
+        model, opt, dst = make_dst(prune="random", grow="random", shadow_criteria=shadows)
         train_steps(model, opt, dst, 9)
         return dst.masks
 
@@ -298,10 +250,8 @@ def test_shadow_criteria_do_not_change_training():
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
-def test_compare_criteria_at_the_start_matches_itself_on_the_diagonal():
-    model = make_model((20, 30, 5))
-    opt = make_optimizer(model)
-    dst = DST(model, opt, density=0.2, total_steps=10)
+def test_compare_criteria_at_the_start_matches_itself_on_the_diagonal(make_dst):
+    model, opt, dst = make_dst(density=0.2, total_steps=10)
     x = torch.randn(8, 20)
     nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
     sim = dst.compare_criteria(["magnitude", "snip", "mest"], fraction=0.25)
@@ -309,13 +259,10 @@ def test_compare_criteria_at_the_start_matches_itself_on_the_diagonal():
     assert dst.step_count == 0
 
 
-def test_global_selection_removes_an_exact_total_and_keeps_layer_densities():
+def test_global_selection_removes_an_exact_total_and_keeps_layer_densities(make_dst):
     for norm in (None, "layer_sum", "layer_max", "row_sum", "column_max"):
-        model = make_model((20, 40, 30, 5))
-        opt = make_optimizer(model)
-        dst = DST(
-            model,
-            opt,
+        model, opt, dst = make_dst(
+            (20, 40, 30, 5),
             density=0.2,
             distribution="uniform",
             prune="magnitude",
@@ -334,60 +281,62 @@ def test_global_selection_removes_an_exact_total_and_keeps_layer_densities():
         assert {n: int(m.sum()) for n, m in dst.masks.items()} == counts
 
 
-def test_score_smoothing_runs_and_keeps_counts():
-    model = make_model((20, 30, 5))
-    opt = make_optimizer(model)
-    dst = DST(
-        model,
-        opt,
-        density=0.3,
-        prune="snip",
-        grow="random",
-        update_every=3,
-        total_steps=12,
-        score_smoothing=0.9,
+def test_score_smoothing_prunes_by_the_ema_of_the_score(make_dst):
+    beta = 0.9
+    model, opt, dst = make_dst(
+        prune="snip", grow="random", update_every=3, total_steps=12, score_smoothing=beta
     )
     counts = {n: int(m.sum()) for n, m in dst.masks.items()}
-    train_steps(model, opt, dst, 10)
+    params = dict(model.named_parameters())
+    ema: dict[str, torch.Tensor] = {}
+    for step in range(4):
+        x, y = batch(model, step)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        for name in dst.masks:  # snip's score |w·g| of this step, smoothed by hand
+            score = (params[name].detach() * params[name].grad).abs()
+            ema[name] = score if name not in ema else beta * ema[name] + (1 - beta) * score
+        before = {n: m.clone() for n, m in dst.masks.items()}
+        record = dst.step()
+        if step in (1, 2):  # between updates the engine holds this very EMA
+            assert all(torch.allclose(dst._smoothed[n], ema[n], atol=1e-7) for n in ema)
+    # at step 3 (an update) each layer removed the active weights of lowest EMA, not of lowest
+    # current score
+    for name, mask in before.items():
+        n = record["layers"][name]["removed"]
+        active = mask.reshape(-1).nonzero().squeeze(1)
+        lowest = active[ema[name].reshape(-1)[active].argsort()[:n]]
+        gone = (mask & ~dst.masks[name]).reshape(-1).nonzero().squeeze(1)
+        assert set(gone.tolist()) <= set(lowest.tolist()) and n > 0
+    assert dst._smoothed == {}  # restarted after the update
+    train_steps(model, opt, dst, 6, start=4)
     assert len(dst.records) == 3
     assert {n: int(m.sum()) for n, m in dst.masks.items()} == counts
 
 
-def test_static_mode_never_changes_the_topology():
-    model = make_model((20, 30, 5))
-    opt = make_optimizer(model)
-    dst = DST(model, opt, density=0.3, update_every=1, total_steps=10, static=True)
+def test_static_mode_never_changes_the_topology(make_dst):
+    model, opt, dst = make_dst(update_every=1, total_steps=10, static=True)
     before = {n: m.clone() for n, m in dst.masks.items()}
     assert train_steps(model, opt, dst, 5) == []
     assert all(torch.equal(before[n], m) for n, m in dst.masks.items())
     _inactive_is_zero(model, opt, dst)
 
 
-def test_dense_layers_by_pattern_stay_dense_and_unmasked():
-    model = make_model((20, 30, 5))
-    opt = make_optimizer(model)
-    dst = DST(model, opt, density=0.3, total_steps=10, dense_layers=["2.*"])
+def test_dense_layers_by_pattern_stay_dense_and_unmasked(make_dst):
+    model, opt, dst = make_dst(total_steps=10, dense_layers=["2.*"])
     assert list(dst.masks) == ["0.weight"]
     assert dst.current_density() == pytest.approx(0.3, abs=1e-2)
 
 
-def test_conv_layers_are_sparse_too():
-    model = make_model((20, 30, 5), conv=True)
-    opt = make_optimizer(model)
-    dst = DST(
-        model, opt, density=0.3, prune="snip", grow="gradient", update_every=2, total_steps=10
-    )
+def test_conv_layers_are_sparse_too(make_dst):
+    model, opt, dst = make_dst(conv=True, prune="snip", grow="gradient", total_steps=10)
     assert "0.weight" in dst.masks and dst.masks["0.weight"].dim() == 4
     train_steps(model, opt, dst, 5, conv=True)
     _inactive_is_zero(model, opt, dst)
 
 
-def test_non_finite_scores_name_the_layer_and_leave_masks_untouched():
-    model = make_model((20, 30, 5))
-    opt = make_optimizer(model)
-    dst = DST(
-        model, opt, density=0.3, prune="snip", grow="gradient", update_every=1, total_steps=10
-    )
+def test_non_finite_scores_name_the_layer_and_leave_masks_untouched(make_dst):
+    model, opt, dst = make_dst(prune="snip", grow="gradient", update_every=1, total_steps=10)
     before = {n: m.clone() for n, m in dst.masks.items()}
     x = torch.randn(4, 20)
     nn.functional.cross_entropy(model(x), torch.zeros(4, dtype=torch.long)).backward()
@@ -421,12 +370,9 @@ def test_non_finite_scores_name_the_layer_and_leave_masks_untouched():
         ({"dense_layers": ["nope.*"]}, "match no sparsifiable parameter"),
     ],
 )
-def test_bad_input_is_one_clear_sentence(kwargs, message):
-    model = make_model((20, 30, 5))
-    opt = make_optimizer(model)
-    args = {"total_steps": 100, **kwargs}
+def test_bad_input_is_one_clear_sentence(make_dst, kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        DST(model, opt, **args)
+        make_dst(**{"total_steps": 100, **kwargs})
 
 
 def test_a_model_with_nothing_to_sparsify():
@@ -442,7 +388,7 @@ def test_an_optimizer_that_does_not_hold_the_models_parameters():
         DST(model, torch.optim.SGD(other.parameters(), lr=0.1), total_steps=10)
 
 
-def test_public_names_of_the_spec():
+def test_public_names_of_the_spec(make_dst):
     p = dstlab.get_pruner("mest", gamma=1.0)
     w, g = torch.randn(6, 5), torch.randn(6, 5)
     mask = torch.rand(6, 5) < 0.5
@@ -453,10 +399,7 @@ def test_public_names_of_the_spec():
     added = dstlab.get_grower("gradient").select(w, g, after, 3, generator=gen, momentum=None)
     assert int(added.sum()) == 3 and not (added & after).any()
     buf = io.BytesIO()
-    model = make_model((20, 30, 5))
-    dst = DST(
-        model,
-        make_optimizer(model),
+    model, _, dst = make_dst(
         density=0.1,
         prune="magnitude",
         grow="random",
@@ -483,10 +426,9 @@ def test_public_names_of_the_spec():
         ({"shadow_criteria": ["magnitude", "sets"]}, "(did you mean 'set'?)"),
     ],
 )
-def test_a_misspelt_option_suggests_the_closest_value(kwargs, hint):
-    model = make_model((20, 30, 5))
+def test_a_misspelt_option_suggests_the_closest_value(make_dst, kwargs, hint):
     with pytest.raises(ConfigError) as caught:
-        DST(model, make_optimizer(model), total_steps=100, **kwargs)
+        make_dst(**kwargs)
     assert hint in str(caught.value)
     assert "did you mean" in str(caught.value)
 
@@ -504,3 +446,57 @@ def test_a_meta_model_builds_without_drawing_or_writing_any_value():
     assert set(dst.layer_density) == {"0.weight", "2.weight"}
     with pytest.raises(ConfigError, match="cannot select globally"):
         DST(model, opt, prune="set", selection="global", total_steps=100)
+
+
+def _removed_sets(dst, model, names):
+    x = torch.randn(8, 20, generator=torch.Generator().manual_seed(0))
+    nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
+    return dst.compare_criteria(names, fraction=0.5)
+
+
+def test_prune_options_reach_the_criterion_and_gamma_still_works(make_dst):
+    _, _, by_options = make_dst(prune="mest", prune_options={"gamma": 3.0})
+    _, _, by_gamma = make_dst(prune="mest", gamma=3.0)
+    _, _, default = make_dst(prune="mest")
+    assert by_options.pruner.gamma == by_gamma.pruner.gamma == 3.0
+    assert default.pruner.gamma == 1.0
+    # shadow and compared criteria get the options they take: mest its gamma, snip none
+    model, _, shadows = make_dst(prune="magnitude", gamma=0.0, shadow_criteria=["mest", "snip"])
+    assert shadows.shadow_pruners["mest"].gamma == 0.0
+    sim = _removed_sets(shadows, model, ["magnitude", "mest"])
+    assert sim["pooled"][0][1] == 1.0  # mest with γ = 0 is magnitude
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prune": "magnitude", "prune_options": {"gamma": 2.0}}, "does not take the option"),
+        ({"prune": "mest", "gamma": 2.0, "prune_options": {"gamma": 2.0}}, "give gamma once"),
+        ({"prune": "mest", "prune_options": {"gamma": -1.0}}, "gamma must be >= 0"),
+        ({"backend": "sparce"}, r"backend must be one of masked, sparse; got 'sparce' \(did you"),
+        ({"backend_options": {"force": True}}, "backend 'masked' does not take the option"),
+        ({"backend": "sparse", "backend_options": {"forse": True}}, "not forse"),
+    ],
+)
+def test_bad_options_are_one_clear_sentence(make_dst, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        make_dst(**kwargs)
+
+
+def test_a_registered_backend_builds_the_targets(make_dst):
+    from dstlab.topology import backends
+    from dstlab.topology.masks import masked_targets
+
+    built = []
+
+    def counting(model, optimizer, params, masks, tag):
+        built.append((tag, sorted(params)))
+        return masked_targets(model, optimizer, params, masks)
+
+    backends.register_backend("test_counting", counting)
+    try:
+        _, _, dst = make_dst(backend="test_counting", backend_options={"tag": "t"})
+        assert built == [("t", ["0.weight", "2.weight"])] and len(dst.targets) == 2
+        assert "test_counting" in backends.backend_names()
+    finally:
+        backends._FACTORIES.unregister("test_counting")

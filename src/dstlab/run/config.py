@@ -64,7 +64,9 @@ class RunConfig:
     # "mask similarity at the start": before training, record what each shadow criterion would
     # remove from the initial network at each of these constant fractions (SPEC §6)
     start_similarity: tuple[float, ...] = ()
-    backend: str = field(default="masked", metadata={"choices": f"{_ENGINE}:BACKENDS"})
+    backend: str = field(
+        default="masked", metadata={"choices": "dstlab.topology.backends:backend_names"}
+    )
     # optimisation
     epochs: int = 30
     batch_size: int = 64

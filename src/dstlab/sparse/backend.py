@@ -4,14 +4,14 @@ the masked-dense :class:`~dstlab.topology.masks.MaskedTarget`.
 
 Which layers go sparse is a :class:`SparseRule`: measured on 2 CPU threads (``benchmarks/
 sparse.py``), a CSR layer beats the dense product below about 30 % density, and per-call overhead
-makes layers under ~16k weights faster dense. Override it with :func:`sparse_rule`.
+makes layers under ~16k weights faster dense. Give another one to the DST:
+``DST(..., backend="sparse", backend_options={"rule": SparseRule(force=True)})`` (or the rule's
+fields, ``backend_options={"force": True}``).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from torch import nn
 from dstlab.errors import ConfigError
 from dstlab.sparse.linear import SparseLinear
 from dstlab.sparse.update import rebuild
+from dstlab.topology.backends import register_backend
 from dstlab.topology.masks import MaskedTarget
 
 
@@ -52,30 +53,26 @@ class SparseRule:
         return density <= self.max_density and numel >= self.min_weights
 
 
-_RULE = [SparseRule()]
+#: the rule of a ``backend="sparse"`` DST given none (a constant: no module-level state to stack)
+DEFAULT_RULE = SparseRule()
 
 
-def current_rule() -> SparseRule:
-    return _RULE[-1]
-
-
-@contextlib.contextmanager
-def sparse_rule(
-    rule: SparseRule | None = None, **fields: float | int | bool | None
-) -> Iterator[SparseRule]:
-    """Use another rule for the ``DST(..., backend="sparse")`` objects built inside the block,
-    e.g. ``with sparse_rule(force=True): dst = DST(...)``."""
-    chosen = rule if rule is not None else SparseRule(**fields)  # type: ignore[arg-type]
-    _RULE.append(chosen)
-    try:
-        yield chosen
-    finally:
-        _RULE.remove(chosen)
-
-
-def set_sparse_rule(rule: SparseRule) -> None:
-    """Make ``rule`` the default for every later ``DST(..., backend="sparse")``."""
-    _RULE[0] = rule
+def _rule(
+    rule: SparseRule | None, fields_given: dict[str, float | int | bool | None]
+) -> SparseRule:
+    if rule is not None and fields_given:
+        raise ConfigError("give the sparse rule either as rule=SparseRule(...) or as its fields.")
+    if rule is not None:
+        if not isinstance(rule, SparseRule):
+            raise ConfigError(f"rule must be a SparseRule, got {type(rule).__name__}.")
+        return rule
+    known = {f.name for f in fields(SparseRule)}
+    unknown = sorted(set(fields_given) - known)
+    if unknown:
+        raise ConfigError(
+            f"the sparse backend takes rule or {', '.join(sorted(known))}, not {', '.join(unknown)}."
+        )
+    return SparseRule(**fields_given) if fields_given else DEFAULT_RULE  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------- target
@@ -174,10 +171,12 @@ def build_targets(
     params: dict[str, nn.Parameter],
     masks: dict[str, torch.Tensor],
     rule: SparseRule | None = None,
+    **rule_fields: float | int | bool | None,
 ) -> list:
     """The engine's targets: :class:`SparseTarget` for every Linear weight the rule picks (the
-    layer is swapped for a SparseLinear in ``model`` and ``optimizer``), MaskedTarget otherwise."""
-    rule = rule or current_rule()
+    layer is swapped for a SparseLinear in ``model`` and ``optimizer``), MaskedTarget otherwise.
+    The rule is ``rule``, or one built from ``rule_fields``, or :data:`DEFAULT_RULE`."""
+    rule = _rule(rule, rule_fields)
     modules = dict(model.named_modules())
     targets: list = []
     for name, param in params.items():
@@ -229,3 +228,6 @@ def replace_parameter(optimizer, old: nn.Parameter, new: nn.Parameter, convert) 
             k: convert(v) if torch.is_tensor(v) and v.shape == old.shape else v
             for k, v in state.items()
         }
+
+
+register_backend("sparse", build_targets)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dstlab.topology.selection import sample_distinct
+
 _INT32_MAX = 2**31 - 1
 
 
@@ -66,15 +68,6 @@ def random_positions(
     total = shape[0] * shape[1]
     if nnz > total:
         raise ValueError(f"cannot place {nnz} weights in a {shape[0]}x{shape[1]} layer")
-    if 4 * nnz >= total:  # dense enough that a permutation is cheap and exact
+    if 4 * nnz > total:  # dense enough that a permutation is cheap and exact
         return torch.randperm(total, generator=generator)[:nnz].sort().values
-    chosen = torch.empty(0, dtype=torch.int64)
-    while chosen.numel() < nnz:
-        # draw a few extra to cover collisions; unique() sorts, so keep a random subset after
-        need = nnz - chosen.numel()
-        draw = torch.randint(0, total, (need + need // 8 + 16,), generator=generator)
-        chosen = torch.unique(torch.cat([chosen, draw]))
-    if chosen.numel() > nnz:
-        keep = torch.randperm(chosen.numel(), generator=generator)[:nnz]
-        chosen = chosen[keep].sort().values
-    return chosen
+    return sample_distinct(total, nnz, total, None, generator).sort().values

@@ -2,8 +2,8 @@
 densely (the DST engine's targets hand it dense views, which such layers cannot afford).
 
 Pruning works on the active values only, so every pruning criterion of SPEC §4 applies
-unchanged (scores are elementwise over the active weights). Growth is ``random`` (rejection
-sampling among inactive positions, no dense tensor) or ``gradient`` (RigL): the dense gradient
+unchanged (scores are elementwise over the active weights). Growth is ``random`` (the rejection
+sampler of ``topology.selection``, no dense tensor) or ``gradient`` (RigL): the dense gradient
 ``gyᵀ x`` is formed a block of rows at a time from the last backward's captured batch, keeping a
 running top-n, so memory stays at one block.
 """
@@ -15,7 +15,8 @@ import torch
 from dstlab.errors import ConfigError
 from dstlab.sparse.linear import SparseLinear
 from dstlab.topology.criteria import Pruner, get_pruner
-from dstlab.topology.selection import highest_k
+from dstlab.topology.schedules import count_to_replace
+from dstlab.topology.selection import highest_k, sample_distinct
 
 GROWTH = ("random", "gradient")
 
@@ -84,20 +85,21 @@ def random_growth(
     free = total - occupied.numel()
     if n > free:
         raise ValueError(f"cannot grow {n} of {free} inactive positions")
-    chosen = torch.empty(0, dtype=torch.int64)
-    while chosen.numel() < n:
-        need = n - chosen.numel()
-        draw = torch.randint(0, total, (need + need // 4 + 16,), generator=generator)
-        if occupied.numel():
-            at = torch.searchsorted(occupied, draw).clamp_(max=occupied.numel() - 1)
-            draw = draw[occupied[at] != draw]
-        # keep first occurrences in draw order, so the subset stays uniform when trimmed
-        merged = torch.cat([chosen, draw])
-        uniq, inverse = torch.unique(merged, return_inverse=True)
-        first = torch.full((uniq.numel(),), merged.numel(), dtype=torch.int64)
-        first.scatter_reduce_(0, inverse, torch.arange(merged.numel()), reduce="amin")
-        chosen = merged[first.sort().values]
-    return chosen[:n]
+    if n * 4 > free:
+        # few free positions: list them (1 byte per weight, less than the layer's own CSR
+        # storage at the density this needs) and permute
+        pool = torch.ones(total, dtype=torch.bool)
+        pool[occupied] = False
+        pool = pool.nonzero().squeeze(1)
+        return pool[torch.randperm(pool.numel(), generator=generator)[:n]]
+
+    def outside(drawn: torch.Tensor) -> torch.Tensor:
+        if not occupied.numel():
+            return torch.ones(drawn.shape, dtype=torch.bool)
+        at = torch.searchsorted(occupied, drawn).clamp_(max=occupied.numel() - 1)
+        return occupied[at] != drawn
+
+    return sample_distinct(total, n, free, outside, generator)
 
 
 def gradient_growth(
@@ -174,7 +176,7 @@ def update_layer(
         raise ConfigError(f"fraction must be in [0, 1], got {fraction}.")
     pruner = prune if isinstance(prune, Pruner) else get_pruner(prune)
     nnz = layer.nnz
-    n = min(nnz, int(torch.tensor(fraction * nnz).ceil().item()))
+    n = count_to_replace(fraction, nnz)
     values = layer.values.detach()
     grad = layer.values.grad
     everything = torch.ones(nnz, dtype=torch.bool)

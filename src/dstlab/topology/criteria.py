@@ -14,13 +14,13 @@ or one small class deriving from :class:`Pruner` / :class:`Grower`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from dstlab.errors import ConfigError, DstlabError
-from dstlab.registry import did_you_mean
+from dstlab.registry import Registry
 from dstlab.topology.selection import highest_k, lowest_k, random_subset
 
 EPS = 1e-8
@@ -135,8 +135,8 @@ def _check_count(n: int, available: int, what: str) -> None:
 
 # --------------------------------------------------------------------------- registry
 
-_PRUNERS: dict[str, Callable[..., Pruner]] = {}
-_GROWERS: dict[str, Callable[..., Grower]] = {}
+PRUNERS: Registry[Callable[..., Pruner]] = Registry("pruning criterion")
+GROWERS: Registry[Callable[..., Grower]] = Registry("growth criterion")
 
 
 class _FunctionPruner(Pruner):
@@ -162,17 +162,26 @@ class _FunctionGrower(Grower):
         return self._fn(weight, grad, momentum, **self._params)
 
 
-def _register(table: dict, base: type, wrapper: type, kind: str, name: str):
+class _FromFunction:
+    """A registered score function: called with the options, builds its criterion object."""
+
+    def __init__(self, wrapper: type, name: str, fn: Callable[..., torch.Tensor], inputs: int):
+        self.wrapper, self.name, self.fn = wrapper, name, fn
+        self.inputs = inputs  # leading inputs of `fn` that are not options (weight, grad, ...)
+
+    def __call__(self, **params: Any):
+        return self.wrapper(self.name, self.fn, params)
+
+
+def _register(registry: Registry, base: type, wrapper: type, inputs: int, name: str):
     def decorate(obj):
-        if name in table:
-            raise ConfigError(f"a {kind} named {name!r} is already registered.")
         if isinstance(obj, type):
             if not issubclass(obj, base):
                 raise TypeError(f"{obj.__name__} must derive from {base.__name__}.")
+            registry.register(name)(obj)
             obj.name = name
-            table[name] = obj
         else:
-            table[name] = lambda **params: wrapper(name, obj, params)
+            registry.register(name)(_FromFunction(wrapper, name, obj, inputs))
         return obj
 
     return decorate
@@ -181,44 +190,62 @@ def _register(table: dict, base: type, wrapper: type, kind: str, name: str):
 def register_pruner(name: str):
     """Decorator: a `Pruner` subclass, or a function `score(weight, grad, **params)` whose lowest
     values are pruned first (add a `generator` parameter to receive the run's generator)."""
-    return _register(_PRUNERS, Pruner, _FunctionPruner, "pruning criterion", name)
+    return _register(PRUNERS, Pruner, _FunctionPruner, 2, name)
 
 
 def register_grower(name: str):
     """Decorator: a `Grower` subclass, or a function `score(weight, grad, momentum, **params)`
     whose highest values are grown first."""
-    return _register(_GROWERS, Grower, _FunctionGrower, "growth criterion", name)
+    return _register(GROWERS, Grower, _FunctionGrower, 3, name)
 
 
-def _build(table: dict, kind: str, name: str, params: dict[str, Any]):
-    if name not in table:
+def _build(registry: Registry, name: str, params: dict[str, Any]):
+    factory = registry.get(name)
+    taken = _options_of(factory)
+    extra = sorted(params) if taken is None else sorted(set(params) - taken)
+    if taken is not None and extra:
         raise ConfigError(
-            f"unknown {kind} {name!r}{did_you_mean(name, table)}; known: {', '.join(sorted(table))}."
+            f"{registry.kind} {name!r} does not take the option(s) {', '.join(extra)}; "
+            f"it takes: {', '.join(sorted(taken)) or 'none'}."
         )
-    try:
-        return table[name](**params)
-    except TypeError as error:
-        raise ConfigError(
-            f"{kind} {name!r} does not take these options {params}: {error}."
-        ) from None
+    return factory(**params)
+
+
+def _options_of(factory: Callable[..., Any]) -> set[str] | None:
+    """The keyword options a criterion's factory takes, by its signature (None: any)."""
+    if isinstance(factory, _FromFunction):
+        params = list(inspect.signature(factory.fn).parameters.values())[factory.inputs :]
+        params = [p for p in params if p.name != "generator"]
+    else:
+        params = list(inspect.signature(factory).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def get_pruner(name: str, **params: Any) -> Pruner:
     """A pruning criterion by name (SPEC §4), e.g. ``get_pruner("mest", gamma=1.0)``."""
-    return _build(_PRUNERS, "pruning criterion", name, params)
+    return _build(PRUNERS, name, params)
 
 
 def get_grower(name: str, **params: Any) -> Grower:
     """A growth criterion by name (SPEC §5)."""
-    return _build(_GROWERS, "growth criterion", name, params)
+    return _build(GROWERS, name, params)
+
+
+def pruner_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``options`` that the pruning criterion ``name`` takes (by its signature), so
+    one set of options can serve several criteria (the acting one and the shadows)."""
+    taken = _options_of(PRUNERS.get(name))
+    return {k: v for k, v in options.items() if taken is None or k in taken}
 
 
 def list_pruners() -> list[str]:
-    return sorted(_PRUNERS)
+    return PRUNERS.names()
 
 
 def list_growers() -> list[str]:
-    return sorted(_GROWERS)
+    return GROWERS.names()
 
 
 # --------------------------------------------------------------------------- pruning criteria

@@ -4,7 +4,7 @@ each sparse layer (SPEC §3). Pure PyTorch: no files, no datasets."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -12,6 +12,7 @@ from torch import nn
 
 from dstlab.errors import ConfigError
 from dstlab.registry import check_one_of
+from dstlab.topology.backends import build_targets
 from dstlab.topology.consistency import check_masks_agree
 from dstlab.topology.criteria import (
     Grower,
@@ -19,10 +20,11 @@ from dstlab.topology.criteria import (
     Pruner,
     get_grower,
     get_pruner,
+    pruner_options,
     require_finite,
 )
 from dstlab.topology.distributions import check_density, layer_densities
-from dstlab.topology.masks import MaskedTarget, optimizer_parameters, sparsifiable_parameters
+from dstlab.topology.masks import optimizer_parameters, sparsifiable_parameters
 from dstlab.topology.observers import TopologyTracker, similarity_matrix
 from dstlab.topology.schedules import DropFraction, UpdateSchedule, count_to_replace
 from dstlab.topology.selection import lowest_k, random_subset
@@ -30,7 +32,6 @@ from dstlab.topology.selection import lowest_k, random_subset
 SELECTIONS = ("local", "global")
 NORMALIZATIONS = (None, "layer_sum", "layer_max", "row_sum", "row_max", "column_sum", "column_max")
 UPDATE_POSITIONS = ("before", "after")
-BACKENDS = ("masked", "sparse")
 
 # optimizers that keep a weight exactly 0 when its gradient, value and state are 0, so masking the
 # gradient is the only per-step work; any other optimizer also gets its weights re-masked
@@ -55,6 +56,12 @@ class DST:
     ``update_every`` steps each sparse layer loses ``ceil(f·nnz)`` weights by the pruning
     criterion and regrows as many by the growth criterion; new weights and their optimizer
     state start at 0, and inactive weights, gradients and state stay exactly 0.
+
+    ``prune_options`` reach the pruning criterion through its own signature (e.g.
+    ``prune="mest", prune_options={"gamma": 2.0}``); shadow criteria get those they take.
+    ``gamma`` is the older spelling of ``prune_options={"gamma": ...}``, given to every
+    criterion that takes it. ``backend_options`` go to the backend's target factory, e.g.
+    ``backend="sparse", backend_options={"rule": SparseRule(force=True)}``.
     """
 
     def __init__(
@@ -78,11 +85,13 @@ class DST:
         dense_layers: Iterable[str] = (),
         selection: str = "local",
         global_normalize: str | None = None,
-        gamma: float = 1.0,
+        gamma: float | None = None,
+        prune_options: Mapping[str, Any] | None = None,
         score_smoothing: float | None = None,
         update_position: str = "before",
         shadow_criteria: Sequence[str] = (),
         backend: str = "masked",
+        backend_options: Mapping[str, Any] | None = None,
         static: bool = False,
         grad_scaler: torch.amp.GradScaler | None = None,
     ):
@@ -90,7 +99,6 @@ class DST:
         check_one_of("selection", selection, SELECTIONS)
         check_one_of("global_normalize", global_normalize, NORMALIZATIONS)
         check_one_of("update_position", update_position, UPDATE_POSITIONS)
-        check_one_of("backend", backend, BACKENDS)
         if score_smoothing is not None and not 0.0 <= score_smoothing < 1.0:
             raise ConfigError(f"score_smoothing must be in [0, 1), got {score_smoothing}.")
         if total_steps is not None and total_steps < 1:
@@ -106,10 +114,15 @@ class DST:
         self.total_steps = total_steps
         self.schedule = UpdateSchedule.create(update_every, update_start, update_end, total_steps)
         self.drop = DropFraction(drop_fraction, decay, drop_fraction_min, total_steps)
-        self.gamma = float(gamma)
-        self.pruner = _make_pruner(prune, gamma)
+        self.prune_options = _prune_options(prune, gamma, prune_options)
+        self.pruner = (
+            prune
+            if isinstance(prune, Pruner)
+            else get_pruner(prune, **pruner_options(prune, _legacy(gamma)), **self.prune_options)
+        )
         self.grower = grow if isinstance(grow, Grower) else get_grower(grow)
-        self.shadow_pruners = {name: _make_pruner(name, gamma) for name in shadow_criteria}
+        self._shared_options = {**_legacy(gamma), **self.prune_options}
+        self.shadow_pruners = {name: self._pruner(name) for name in shadow_criteria}
         for criterion in [self.pruner, *self.shadow_pruners.values()]:
             if selection == "global" and not criterion.has_score:
                 raise ConfigError(
@@ -139,7 +152,9 @@ class DST:
             for n in params
             if n not in dense
         }
-        self.targets = self._build_targets({n: params[n] for n in masks}, masks)
+        self.targets = build_targets(
+            backend, model, optimizer, {n: params[n] for n in masks}, masks, backend_options or {}
+        )
         self._dense_numel = sum(params[n].numel() for n in dense)
         self.tracker = TopologyTracker(self.masks)
         self.step_count = 0
@@ -241,7 +256,7 @@ class DST:
         ``.grad``) at a constant fraction, without acting: pooled and per-layer Jaccard."""
         if not 0.0 < fraction <= 1.0:
             raise ConfigError(f"fraction must be in (0, 1], got {fraction}.")
-        pruners = {name: _make_pruner(name, self.gamma) for name in criteria}
+        pruners = {name: self._pruner(name) for name in criteria}
         grads = self._current_grads()
         counts = {t.name: count_to_replace(fraction, t.active) for t in self.targets}
         removed = {
@@ -258,7 +273,6 @@ class DST:
             "shadow_generator": self.shadow_generator.get_state(),
             "tracker": self.tracker.state_dict(),
             "smoothed": {n: s.clone() for n, s in self._smoothed.items()},
-            "records": list(self.records),
             "density": self.density,
             "postponed": self._postponed,
         }
@@ -286,7 +300,9 @@ class DST:
         self.shadow_generator.set_state(state["shadow_generator"])
         self.tracker.load_state_dict(state["tracker"])
         self._smoothed = {n: s.clone() for n, s in state.get("smoothed", {}).items()}
-        self.records = list(state.get("records", []))
+        # records are not state: they went to the caller (metrics.jsonl) as they were made, and
+        # a checkpoint must not grow with every update; this session records from here on
+        self.records = []
         if self._keeps_momentum:
             devices = {t.name: t.mask.device for t in self.targets}
             self._grad_momentum = {
@@ -309,14 +325,9 @@ class DST:
         mask[random_subset(every, k, self.generator)] = True
         return mask.view(param.shape).to(param.device)
 
-    def _build_targets(self, params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor]):
-        if self.backend == "sparse":
-            try:
-                from dstlab.sparse.backend import build_targets
-            except ImportError as error:  # pragma: no cover - depends on the install
-                raise ConfigError(f"backend 'sparse' is unavailable here ({error}).") from None
-            return build_targets(self.model, self.optimizer, params, masks)
-        return [MaskedTarget(n, p, masks[n]) for n, p in params.items()]
+    def _pruner(self, name: str) -> Pruner:
+        """A shadow or compared criterion, with the options it takes."""
+        return get_pruner(name, **pruner_options(name, self._shared_options))
 
     # ------------------------------------------------------------------ the update
 
@@ -487,10 +498,20 @@ class DST:
             )
 
 
-def _make_pruner(prune: str | Pruner, gamma: float) -> Pruner:
-    if isinstance(prune, Pruner):
-        return prune
-    return get_pruner(prune, gamma=gamma) if prune == "mest" else get_pruner(prune)
+def _prune_options(
+    prune: str | Pruner, gamma: float | None, options: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    options = dict(options or {})
+    if options and isinstance(prune, Pruner):
+        raise ConfigError("prune_options apply to a criterion given by name, not to an object.")
+    if gamma is not None and "gamma" in options:
+        raise ConfigError("give gamma once: either gamma= or prune_options={'gamma': ...}.")
+    return options
+
+
+def _legacy(gamma: float | None) -> dict[str, Any]:
+    """``gamma=`` as an option for the criteria that take one."""
+    return {} if gamma is None else {"gamma": float(gamma)}
 
 
 def _momentum_beta(group: dict[str, Any]) -> float:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dstlab.errors import ConfigError
+from dstlab.topology.backends import register_backend
 
 
 def sparsifiable_parameters(
@@ -106,3 +107,16 @@ class MaskedTarget:
             buffer.masked_fill_(off, 0.0)
         if self.param.grad is not None:
             self.param.grad.masked_fill_(off, 0.0)
+
+
+def masked_targets(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: dict[str, nn.Parameter],
+    masks: dict[str, torch.Tensor],
+) -> list[MaskedTarget]:
+    """The default backend: every sparse parameter stays dense behind its mask."""
+    return [MaskedTarget(n, p, masks[n]) for n, p in params.items()]
+
+
+register_backend("masked", masked_targets)

@@ -4,6 +4,8 @@ code's full sorts of every position dominated the cost of an update."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -69,24 +71,47 @@ def random_subset(
 ) -> torch.Tensor:
     """k distinct indices where the flat bool tensor `candidates` is True, uniformly at random."""
     candidates = candidates.reshape(-1)
-    size = candidates.numel()
     available = int(torch.count_nonzero(candidates))
     if k <= 0:
         return torch.empty(0, dtype=torch.long, device=candidates.device)
     if k * 4 <= available:
-        # rejection sampling: draw positions with replacement, keep candidates, keep the first
-        # occurrence of each; cheap when candidates are plentiful (low density) and k is small
-        accept = available / size
-        drawn = np.empty(0, dtype=np.int64)
-        while True:
-            extra = torch.randint(size, (int(k / accept * 1.25) + 32,), generator=generator)
-            extra = extra[candidates[extra.to(candidates.device)].cpu()]
-            drawn = np.concatenate([drawn, extra.numpy()])
-            first = np.unique(drawn, return_index=True)[1]  # first occurrence of each value
-            if first.size >= k:
-                break
-        chosen = torch.from_numpy(drawn[np.sort(first)[:k]])
+        chosen = sample_distinct(
+            candidates.numel(),
+            k,
+            available,
+            lambda drawn: candidates[drawn.to(candidates.device)].cpu(),
+            generator,
+        )
     else:
         pool = candidates.nonzero().squeeze(1).cpu()
         chosen = pool[torch.randperm(pool.numel(), generator=generator)[:k]]
     return chosen.to(candidates.device)
+
+
+def sample_distinct(
+    total: int,
+    k: int,
+    available: int,
+    accept: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """k distinct positions of ``[0, total)`` among the ``available`` ones that ``accept`` (a
+    bool per drawn position, None: all) lets through, uniformly at random, in draw order.
+
+    Rejection sampling: draw positions with replacement, keep the accepted ones and the first
+    occurrence of each. It never enumerates the candidates, so it suits huge layers, and it is
+    cheap when candidates are plentiful (callers use it for k <= available / 4)."""
+    if k > available:
+        raise ValueError(f"cannot draw {k} distinct positions of {available}.")
+    if k <= 0:
+        return torch.empty(0, dtype=torch.long)
+    rate = available / total
+    drawn = np.empty(0, dtype=np.int64)
+    while True:
+        extra = torch.randint(total, (int(k / rate * 1.25) + 32,), generator=generator)
+        if accept is not None:
+            extra = extra[accept(extra)]
+        drawn = np.concatenate([drawn, extra.numpy()])
+        first = np.unique(drawn, return_index=True)[1]  # first occurrence of each value
+        if first.size >= k:
+            return torch.from_numpy(drawn[np.sort(first)[:k]])

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from dstlab.topology import selection
+from dstlab.topology.selection import highest_k, lowest_k, random_subset, sample_distinct
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _reference_lowest_k(scores, k, generator):
+    """The plain selection over every score: kthvalue threshold, then ties at random."""
+    threshold = torch.kthvalue(scores, k).values
+    below = (scores < threshold).nonzero().squeeze(1)
+    tied = (scores == threshold).nonzero().squeeze(1)
+    missing = k - below.numel()
+    if missing == tied.numel():
+        return torch.cat([below, tied])
+    return torch.cat([below, tied[torch.randperm(tied.numel(), generator=generator)[:missing]]])
+
+
+def test_lowest_and_highest_k_on_distinct_scores():
+    scores = torch.tensor([0.5, -1.0, 3.0, 0.0, 2.0])
+    assert lowest_k(scores, 2).tolist() == [1, 3]
+    assert sorted(highest_k(scores, 2).tolist()) == [2, 4]
+    assert lowest_k(scores, 0).numel() == 0 and lowest_k(scores, -1).numel() == 0
+    assert lowest_k(scores, 9).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_ties_at_the_threshold_are_drawn_by_the_generator():
+    scores = torch.tensor([0.0, 1.0, 1.0, 1.0, 1.0, 5.0])
+    picks = {tuple(lowest_k(scores, 3, _gen(s)).tolist()) for s in range(20)}
+    assert all(p[0] == 0 and set(p[1:]) <= {1, 2, 3, 4} for p in picks) and len(picks) > 1
+    assert lowest_k(scores, 3, _gen(7)).tolist() == lowest_k(scores, 3, _gen(7)).tolist()
+
+
+@pytest.mark.parametrize("k", [1, 1000, 30_000, 65_536, 75_000])
+def test_sampled_bound_gives_the_reference_indices_and_draws(k, monkeypatch):
+    size = 300_000  # >= 262,144: the path that first bounds the threshold on a sample
+    assert size >= selection._PREFILTER_MIN
+    # many ties (values 0..2999), so the tie draw matters
+    scores = torch.randint(0, 3000, (size,), generator=_gen(1)).float()
+    seen = []
+    inner = selection._select_lowest
+    monkeypatch.setattr(
+        selection, "_select_lowest", lambda s, k, g: seen.append(s.numel()) or inner(s, k, g)
+    )
+    g_fast, g_ref = _gen(2), _gen(2)
+    fast = lowest_k(scores, k, g_fast)
+    ref = _reference_lowest_k(scores, k, g_ref)
+    assert torch.equal(fast, ref)
+    assert torch.equal(g_fast.get_state(), g_ref.get_state())  # the same random numbers used
+    assert seen and seen[0] < size // 2  # it did select within the bounded subset
+
+
+def test_random_subset_is_exact_distinct_inside_and_seeded():
+    candidates = torch.rand(400, 300, generator=_gen(0)) < 0.3
+    for k in (1, 50, 5000, int(candidates.sum())):  # rejection sampling and permutation
+        a = random_subset(candidates, k, _gen(3))
+        assert torch.equal(a, random_subset(candidates, k, _gen(3)))
+        assert a.numel() == k == a.unique().numel()
+        assert candidates.reshape(-1)[a].all()
+
+
+@pytest.mark.parametrize("k", [5, 60])  # k * 4 <= 200 available: rejection; else permutation
+def test_random_subset_is_uniform(k):
+    candidates = torch.zeros(1000, dtype=torch.bool)
+    candidates[::5] = True
+    hits = torch.zeros(1000)
+    g = _gen(0)
+    for _ in range(2000):
+        hits[random_subset(candidates, k, g)] += 1
+    assert hits[~candidates].sum() == 0
+    expected = 2000 * k / 200
+    chi2 = float(((hits[candidates] - expected) ** 2 / expected).sum())
+    assert chi2 < 266.4  # the 0.1 % upper quantile of χ² with 199 degrees of freedom
+
+
+def test_sample_distinct_keeps_first_occurrences_and_refuses_too_many():
+    out = sample_distinct(1000, 100, 500, lambda d: d % 2 == 0, _gen(0))
+    assert out.numel() == 100 == out.unique().numel() and bool((out % 2 == 0).all())
+    with pytest.raises(ValueError, match="cannot draw 6 distinct positions of 5"):
+        sample_distinct(10, 6, 5)
