@@ -4,7 +4,8 @@
 # State (configs, logs, PIDs, MariaDB data) lives under $DSTLAB_SLURM_DIR (default: a new temporary
 # directory, printed by `start`). Needs root and Debian's slurm-wlm, munge, slurmdbd and
 # mariadb-server. `stop` kills exactly the PIDs `start` recorded, never by name.
-# After `start`, point the Slurm commands at this cluster: export SLURM_CONF=$DSTLAB_SLURM_DIR/slurm.conf
+# $DSTLAB_SLURM_PORT (default 6817) and the next three ports are slurmctld's, slurmd's, slurmdbd's
+# and MariaDB's. After `start`, point the Slurm commands at this cluster: export SLURM_CONF=$DSTLAB_SLURM_DIR/slurm.conf
 set -euo pipefail
 
 cmd=${1:-}
@@ -42,8 +43,10 @@ start() {
   if [[ -d $D/pids ]] && [[ -n $(ls -A "$D/pids") ]]; then
     die "$D already holds a running cluster (stop it first: DSTLAB_SLURM_DIR=$D $0 stop)."
   fi
-  # a wiped state folder restarts job ids at 1: start with fresh state every time
-  rm -rf "$D/state" "$D/spool" "$D/mysql" "$D/run" "$D/log"
+  # state (job ids, accounting) survives a stop and start of the same directory: wiped, job
+  # ids would restart at 1 and a reused study directory would mistake new jobs for old ones
+  local fresh=1
+  [[ -d $D/mysql/mysql ]] && fresh=0
   mkdir -p "$D/pids" "$D/state" "$D/spool" "$D/log" "$D/run"
   local host; host=$(hostname -s)
   local cpus; cpus=$(nproc)
@@ -63,10 +66,13 @@ start() {
 
   # 2. accounting: a private MariaDB and slurmdbd (submitit polls job states with sacct)
   install -d -o mysql -g mysql "$D/mysql" "$D/run/mysql"
-  mariadb-install-db --user=mysql --datadir="$D/mysql" --skip-test-db \
-    --auth-root-authentication-method=socket >>"$D/log/mariadb-install.out" 2>&1 \
-    || die "mariadb-install-db failed (see $D/log/mariadb-install.out)"
-  local port=${DSTLAB_SLURM_DB_PORT:-3306}
+  if ((fresh)); then
+    mariadb-install-db --user=mysql --datadir="$D/mysql" --skip-test-db \
+      --auth-root-authentication-method=socket >>"$D/log/mariadb-install.out" 2>&1 \
+      || die "mariadb-install-db failed (see $D/log/mariadb-install.out)"
+  fi
+  local base=${DSTLAB_SLURM_PORT:-6817}
+  local port=$((base + 3))
   start_daemon mariadbd mariadbd --no-defaults --user=mysql --datadir="$D/mysql" \
     --socket="$D/run/mysql/mysql.sock" --bind-address=127.0.0.1 --port="$port" \
     --innodb-buffer-pool-size=64M --skip-name-resolve
@@ -81,6 +87,7 @@ SQL
   cat >"$D/slurmdbd.conf" <<CONF
 AuthType=auth/munge
 DbdAddr=127.0.0.1
+DbdPort=$((base + 2))
 DbdHost=localhost
 SlurmUser=root
 LogFile=$D/log/slurmdbd.log
@@ -108,6 +115,9 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$((base + 2))
+SlurmctldPort=$base
+SlurmdPort=$((base + 1))
 JobAcctGatherType=jobacct_gather/linux
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
