@@ -40,6 +40,9 @@ start() {
   if [[ -z $D ]]; then D=$(mktemp -d /tmp/dstlab-slurm.XXXXXX); fi
   mkdir -p "$D"
   D=$(cd "$D" && pwd)
+  chmod 755 "$D"  # mktemp makes it private; MariaDB runs as mysql and must reach its datadir
+  runuser -u mysql -- test -x "$D" \
+    || die "$D must be reachable by the mysql user (choose a DSTLAB_SLURM_DIR outside private folders)."
   if [[ -d $D/pids ]] && [[ -n $(ls -A "$D/pids") ]]; then
     die "$D already holds a running cluster (stop it first: DSTLAB_SLURM_DIR=$D $0 stop)."
   fi
@@ -56,12 +59,12 @@ start() {
   # 1. munge (daemonises itself; its PID file names it)
   install -d -o munge -g munge /run/munge
   if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-    install -d -o munge -g munge "$D/run/munge"
-    runuser -u munge -- /usr/sbin/munged --pid-file="$D/run/munge/munged.pid" \
-      2>>"$D/log/munged.out" || die "munged did not start (see $D/log/munged.out)"
+    rm -f /run/munge/munged.pid
+    runuser -u munge -- /usr/sbin/munged 2>>"$D/log/munged.out" \
+      || die "munged did not start (see $D/log/munged.out)"
     wait_for 10 munged bash -c 'munge -n | unmunge'
-    wait_for 5 "munged's PID file" test -s "$D/run/munge/munged.pid"
-    record munged "$(cat "$D/run/munge/munged.pid")"
+    wait_for 5 "munged's PID file" test -s /run/munge/munged.pid
+    record munged "$(cat /run/munge/munged.pid)"
   fi
 
   # 2. accounting: a private MariaDB and slurmdbd (submitit polls job states with sacct)
@@ -153,18 +156,20 @@ CONF
 
 stop() {
   [[ -n $D && -d $D/pids ]] || die "no cluster recorded; set DSTLAB_SLURM_DIR to the directory start printed."
-  # the reverse of the start order; each PID is the one start recorded
-  for name in slurmd slurmctld slurmdbd mariadbd munged; do
-    local file=$D/pids/$name
-    [[ -f $file ]] || continue
-    local pid; pid=$(cat "$file")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$file"
+  local names=(slurmd slurmctld slurmdbd mariadbd munged) pids=() name pid
+  for name in "${names[@]}"; do  # each PID is the one start recorded
+    [[ -f $D/pids/$name ]] || continue
+    pid=$(cat "$D/pids/$name")
+    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
   done
+  for _ in $(seq 100); do  # up to 10 s, then SIGKILL whatever is left
+    local alive=()
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    ((${#alive[@]})) || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for name in "${names[@]}"; do rm -f "$D/pids/$name"; done
   echo "Slurm stopped ($D)."
 }
 
