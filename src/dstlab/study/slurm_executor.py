@@ -221,8 +221,14 @@ class SlurmExecutor:
         batch = f"dstlab-{uuid.uuid4().hex[:12]}"
         self._book.intend(batch, [t.run_id for t in tasks])
         self._executor.update_parameters(job_name=batch)
-        with self._executor.batch():
-            jobs = [self._executor.submit(self._call, t) for t in tasks]
+        try:
+            with self._executor.batch():
+                jobs = [self._executor.submit(self._call, t) for t in tasks]
+        except OSError as error:  # sbatch missing
+            raise ConfigError(f"cannot run sbatch ({error}); is Slurm installed here?") from None
+        except _load_submitit().core.utils.FailedJobError as error:
+            reason = " ".join(str(error).split())
+            raise ConfigError(f"Slurm refused the jobs: {reason[-400:]}") from None
         base = jobs[0].job_id.split("_")[0]
         self._jobs.update(self._book.submitted(batch, base))
         self.submitted += len(tasks)
