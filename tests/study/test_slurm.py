@@ -34,11 +34,12 @@ grids:
   - {{mode: [dst], prune: [magnitude, snip], density: [0.1]}}
   - {{mode: [static], density: [0.1]}}
 """
-# long enough that a job is still running after its first checkpoint (the end of epoch 1;
-# setting up takes most of a tiny run, an epoch of digits about 0.2 s)
+# a job is requeued / cancelled once its checkpoint holds STARTED epochs (setting up takes most
+# of a tiny run; an epoch of digits takes 0.1-0.2 s), leaving it seconds of work to lose
+EPOCHS, STARTED = 100, 10
 LONGER = f"""\
 name: longer
-{BASE}epochs: 40}}
+{BASE}epochs: {EPOCHS}}}
 grids:
   - {{mode: [dst], prune: [magnitude, snip], density: [0.1]}}
 """
@@ -119,6 +120,14 @@ def _attempts(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / ATTEMPTS_FILE).open()]
 
 
+def _epochs(run_dir: Path) -> int:
+    """Epochs in the run's metrics file (written with each checkpoint)."""
+    try:
+        return (run_dir / "metrics.jsonl").read_text().count('"kind": "epoch"')
+    except OSError:
+        return 0
+
+
 def _state(env: dict[str, str], job_id: str) -> str:
     done = subprocess.run(
         ["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True
@@ -182,15 +191,11 @@ def test_a_requeued_job_resumes_and_a_cancelled_one_is_finished_by_a_rerun(slurm
     run = ("study", "run", spec, "--out", str(out), *SLURM, "--no-progress")
     driver = _dstlab(slurm_env, *run)
     deadline = time.monotonic() + 120
-    while True:  # both jobs running, each with its first checkpoint written
+    while True:  # both jobs running, each with a checkpoint STARTED epochs in
         assert driver.poll() is None and time.monotonic() < deadline, "jobs never got going"
         jobs = _jobs(out)
-        ready = [
-            r
-            for r, j in jobs.items()
-            if (out / "runs" / r / "checkpoint.pt").is_file() and _state(slurm_env, j) == "RUNNING"
-        ]
-        if len(ready) == 2:
+        if len(jobs) == 2 and all(_epochs(out / "runs" / r) >= STARTED for r in jobs):
+            assert {_state(slurm_env, j) for j in jobs.values()} == {"RUNNING"}
             break
         time.sleep(0.2)
     requeued, cancelled = sorted(jobs)
@@ -200,7 +205,7 @@ def test_a_requeued_job_resumes_and_a_cancelled_one_is_finished_by_a_rerun(slurm
     code, text = _finish(driver)
     assert code == 1, text  # a run not finished is reported
     frame = read_results(out).set_index("run_id")
-    assert frame.loc[requeued, "status"] == "done" and frame.loc[requeued, "epochs_run"] == 40
+    assert frame.loc[requeued, "status"] == "done" and frame.loc[requeued, "epochs_run"] == EPOCHS
     first, second = _attempts(out / "runs" / requeued)
     assert first["resumed"] is False and second["resumed"] is True and second["restart"] == 1
     assert frame.loc[cancelled, "status"] == "failed"
@@ -211,9 +216,9 @@ def test_a_requeued_job_resumes_and_a_cancelled_one_is_finished_by_a_rerun(slurm
     code, text = _finish(_dstlab(slurm_env, *run))
     assert code == 0, text
     frame = read_results(out).set_index("run_id")
-    assert (frame["status"] == "done").all() and (frame["epochs_run"] == 40).all()
+    assert (frame["status"] == "done").all() and (frame["epochs_run"] == EPOCHS).all()
     assert len(_attempts(out / "runs" / requeued)) == 2  # done: not run again
     again = _attempts(out / "runs" / cancelled)
     assert len(again) == 2 and again[1]["resumed"] is True
     epochs = [json.loads(line) for line in (out / "runs" / cancelled / "metrics.jsonl").open()]
-    assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == list(range(1, 41))
+    assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == list(range(1, EPOCHS + 1))

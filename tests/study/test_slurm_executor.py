@@ -99,7 +99,8 @@ def test_runs_ended_by_slurm_go_back_to_pending_and_real_failures_stay(tmp_path)
     ids = spec.run_ids()
     with Store(tmp_path) as store:
         store.add_runs(zip(ids, spec.runs, strict=True))
-        for run_id, error in zip(ids, ["SlurmInterrupted: job 3 ended TIMEOUT", "ValueError: x"]):
+        errors = ["SlurmInterrupted: job 3 ended TIMEOUT", "ValueError: x"]
+        for run_id, error in zip(ids[:2], errors, strict=True):
             claim = store.claim({run_id})
             store.finish(claim, None, error)
         assert reset_interrupted(store, ids) == 1
