@@ -133,7 +133,8 @@ SlurmctldLogFile=$D/log/slurmctld.log
 SlurmdLogFile=$D/log/slurmd.log
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=5,bf_interval=5
-KillWait=5
+# seconds from SIGTERM to SIGKILL when a job is cancelled or requeued (submitit ignores SIGTERM)
+KillWait=2
 MinJobAge=300
 MailProg=/bin/true
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN

@@ -11,6 +11,7 @@ from dstlab.study import slurm_executor
 from dstlab.study.slurm_executor import (
     SlurmExecutor,
     SlurmOptions,
+    SlurmRun,
     job_resources,
     parse_options,
     parse_time,
@@ -18,7 +19,7 @@ from dstlab.study.slurm_executor import (
 )
 from dstlab.study.spec import parse_spec
 from dstlab.study.store import Store
-from dstlab.study.task import Outcome
+from dstlab.study.task import Outcome, Task
 
 
 @pytest.mark.parametrize(
@@ -105,3 +106,17 @@ def test_runs_ended_by_slurm_go_back_to_pending_and_real_failures_stay(tmp_path)
             store.finish(claim, None, error)
         assert reset_interrupted(store, ids) == 1
         assert [r["status"] for r in store.rows()] == ["pending", "failed", "pending"]
+
+
+def test_an_error_raised_while_submitit_requeues_a_preempted_job_is_an_interruption(tmp_path):
+    def preempted(config, run_dir, resume, progress):
+        job.checkpoint(task)  # what submitit's USR2 handler calls, inside the run
+        raise RuntimeError("scontrol requeue died with SIGTERM")
+
+    def broken(config, run_dir, resume, progress):
+        raise RuntimeError("a real failure")
+
+    task = Task("r1", {"epochs": 1}, str(tmp_path / "r1"), False)
+    job = SlurmRun(preempted, threads=1)
+    assert job(task).error.startswith("SlurmInterrupted: preempted while requeueing")
+    assert SlurmRun(broken, threads=1)(task).error.startswith("RuntimeError: a real failure")

@@ -129,6 +129,7 @@ class SlurmRun:
     def __init__(self, run_fn: RunFn | None, threads: int) -> None:
         self.run_fn = run_fn
         self.threads = threads
+        self.preempted = False
 
     def __call__(self, task: Task) -> Outcome:
         run_dir = Path(task.run_dir)
@@ -147,10 +148,20 @@ class SlurmRun:
         with open(run_dir / ATTEMPTS_FILE, "a") as f:
             f.write(json.dumps(attempt) + "\n")
         set_threads(self.threads)
-        return execute(Task(task.run_id, task.config, task.run_dir, resume), self.run_fn)
+        self.preempted = False
+        outcome = execute(Task(task.run_id, task.config, task.run_dir, resume), self.run_fn)
+        if outcome.error is not None and self.preempted:
+            # submitit's requeue raised inside the run (its scontrol killed by the requeue's
+            # own SIGTERM): an interruption, not the run's failure
+            first = outcome.error.splitlines()[0]
+            error = f"{slurm_jobs.INTERRUPTED_ERROR}: preempted while requeueing ({first})"
+            return Outcome(task.run_id, None, error)
+        return outcome
 
     def checkpoint(self, task: Task) -> Any:
-        # the run loop checkpoints by itself; the requeued job resumes from that file
+        """Called by submitit on USR2 (preemption, time limit), inside the run, before it
+        requeues the job. The run loop checkpoints by itself; the next start resumes from it."""
+        self.preempted = True
         return _load_submitit().helpers.DelayedSubmission(self, task)
 
 
