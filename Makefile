@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev,parquet,ray,fast,integrations]"
+	$(PY) -m pip install -q -e ".[dev,parquet,ray,fast,integrations,slurm]"
 	touch $@
 
 demo: setup

@@ -1,4 +1,4 @@
-"""``dstlab study run|status|export``."""
+"""``dstlab study run|status|cancel|export``."""
 
 from __future__ import annotations
 
@@ -21,12 +21,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
     run.add_argument(
         "--executor",
-        choices=("local", "ray"),
+        choices=("local", "ray", "slurm"),
         default="local",
-        help="local worker processes (default) or Ray tasks",
+        help="local worker processes (default), Ray tasks or Slurm jobs",
     )
     run.add_argument("--address", help="Ray cluster: auto or ray://host:port (default: local Ray)")
     run.add_argument("--gpus", type=float, default=0.0, help="GPUs per run (Ray executor)")
+    slurm = run.add_argument_group(
+        "slurm executor (the study directory must be on a filesystem every node mounts)"
+    )
+    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    slurm.add_argument("--time", help="time limit per run, e.g. 90 or 1:30:00 (default: 60 min)")
+    slurm.add_argument("--gpus-per-run", type=int, help="GPUs per run (default: 0)")
+    slurm.add_argument("--cpus-per-run", type=int, help="CPUs per run (default: --threads or 1)")
+    slurm.add_argument("--mem", help="memory per run, e.g. 8G (default: the cluster's)")
+    slurm.add_argument("--max-jobs", type=int, help="runs in Slurm at once (default: 16)")
+    slurm.add_argument("--account", help="Slurm account to charge")
+    slurm.add_argument(
+        "--slurm-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. qos=high (repeatable)",
+    )
     run.add_argument(
         "--dry-run",
         action="store_true",
@@ -39,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status = sub.add_parser("status", help="counts by status, failures and an ETA")
     status.add_argument("dir", help="study directory")
     status.set_defaults(func=_status)
+
+    cancel = sub.add_parser("cancel", help="cancel the Slurm jobs this study submitted")
+    cancel.add_argument("dir", help="study directory")
+    cancel.set_defaults(func=_cancel)
 
     export = sub.add_parser("export", help="write DIR/results.csv (and results.parquet)")
     export.add_argument("dir", help="study directory")
@@ -64,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         executor=args.executor,
         address=args.address,
         gpus=args.gpus,
+        slurm=_slurm_options(args),
         retry_failed=args.retry_failed,
         progress=not args.no_progress,
     )
@@ -72,6 +93,42 @@ def _run(args: argparse.Namespace) -> int:
         f"{spec.name}: {report.total} runs ({counts}); ran {report.ran} now; results in {args.out}"
     )
     return 1 if report.counts.get("failed") else 0
+
+
+_SLURM_FLAGS = (
+    "partition",
+    "time",
+    "gpus_per_run",
+    "cpus_per_run",
+    "mem",
+    "max_jobs",
+    "account",
+    "slurm_option",
+)
+
+
+def _slurm_options(args: argparse.Namespace) -> object:
+    from dstlab.errors import ConfigError
+
+    if args.executor != "slurm":
+        given = [f for f in _SLURM_FLAGS if getattr(args, f) is not None]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise ConfigError(f"{flag} applies to the slurm executor; add --executor slurm.")
+        return None
+    from dstlab.study.slurm_executor import SlurmOptions, parse_options, parse_time
+
+    optional = {k: getattr(args, k) for k in ("partition", "mem", "account")}
+    counts = {
+        k: getattr(args, k) for k in ("gpus_per_run", "max_jobs") if getattr(args, k) is not None
+    }
+    return SlurmOptions(
+        **optional,
+        **counts,
+        time_min=parse_time(args.time) if args.time else 60,
+        cpus_per_run=args.cpus_per_run or args.threads or 1,
+        extra=parse_options(args.slurm_option),
+    )
 
 
 def _plan(spec: StudySpec, out: str, workers: int, threads: int, notes: list[str]) -> str:
@@ -99,6 +156,13 @@ def _status(args: argparse.Namespace) -> int:
     from dstlab.study.status import study_status
 
     print(study_status(args.dir))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from dstlab.study.slurm_status import cancel_study
+
+    print(cancel_study(args.dir))
     return 0
 
 

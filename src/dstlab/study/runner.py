@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dstlab.errors import ConfigError
 from dstlab.study.preflight import check_spec
@@ -21,7 +21,10 @@ from dstlab.study.spec import StudySpec, load_spec
 from dstlab.study.store import FINAL, Claim, Store
 from dstlab.study.task import Outcome, RunFn, Task
 
-EXECUTORS = ("local", "ray")
+if TYPE_CHECKING:
+    from dstlab.study.slurm_executor import SlurmOptions
+
+EXECUTORS = ("local", "ray", "slurm")
 
 
 class Executor(Protocol):
@@ -73,6 +76,7 @@ def run_study(
     executor: str = "local",
     address: str | None = None,
     gpus: float = 0.0,
+    slurm: SlurmOptions | None = None,
     retry_failed: bool = False,
     progress: bool = True,
     run_fn: RunFn | None = None,
@@ -85,11 +89,14 @@ def run_study(
 
     Done and diverged runs are skipped, interrupted ones resumed from their checkpoints, failed
     ones retried only with ``retry_failed``. ``run_fn`` (default ``dstlab.run.train``) is called
-    as ``run_fn(config, run_dir, resume=..., progress=False)`` in the executor's workers."""
+    as ``run_fn(config, run_dir, resume=..., progress=False)`` in the executor's workers.
+    ``slurm`` holds the per-run resources of the slurm executor."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}.")
     if executor == "local" and (address or gpus):
         raise ConfigError("--address and --gpus apply to the ray executor; add --executor ray.")
+    if slurm is not None and executor != "slurm":
+        raise ConfigError("Slurm options apply to the slurm executor; add --executor slurm.")
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
     n_workers, n_threads = plan_workers(workers, threads)
@@ -108,16 +115,22 @@ def run_study(
         store.add_runs(zip(ids, spec.runs, strict=True))
         if retry_failed:
             store.reset_failed(ids)
+        if executor == "slurm":
+            from dstlab.study.slurm_executor import reset_interrupted
+
+            reset_interrupted(store, ids)
         counts = store.counts(ids)
         todo = counts["pending"] + counts["running"]
         if todo == 0:
             return StudyReport(counts, 0, len(ids))
-        if executor == "ray":
+        if executor == "slurm":
+            from dstlab.study.slurm_executor import SlurmExecutor, SlurmOptions
+
+            pool: Executor = SlurmExecutor(out, slurm or SlurmOptions(), run_fn)
+        elif executor == "ray":
             from dstlab.study.ray_executor import RayExecutor
 
-            pool: Executor = RayExecutor(
-                n_threads, run_fn, address=address, workers=workers, gpus=gpus
-            )
+            pool = RayExecutor(n_threads, run_fn, address=address, workers=workers, gpus=gpus)
         else:
             if todo < n_workers and threads is None:  # fewer runs than workers: more threads each
                 n_threads = max(1, n_workers * n_threads // todo)
@@ -163,7 +176,9 @@ def _drive(
                 claim = store.claim(allowed)
                 if claim is None:
                     break
-                task = _prepare(claim, out, tags.get(claim.run_id, {}))
+                # a Slurm job may still be writing a run directory that looks abandoned
+                wipe = not getattr(pool, "jobs_outlive_driver", False)
+                task = _prepare(claim, out, tags.get(claim.run_id, {}), wipe=wipe)
                 if isinstance(task, dict):  # finished before a driver could record it
                     store.finish(claim, task)
                     bar.update(1)
@@ -199,8 +214,11 @@ def tracker_tags(spec: StudySpec, config: Any) -> dict[str, Any]:
     return {"study": spec.name, **{key: values[key] for key in spec.grid_keys}}
 
 
-def _prepare(claim: Claim, out: Path, tags: dict[str, Any] | None = None) -> Task | dict[str, Any]:
-    """The task for a claim, or the run's final result when its result.json already says so."""
+def _prepare(
+    claim: Claim, out: Path, tags: dict[str, Any] | None = None, wipe: bool = True
+) -> Task | dict[str, Any]:
+    """The task for a claim, or the run's final result when its result.json already says so.
+    ``wipe`` clears a dead attempt's files before a fresh start."""
     run_dir = out / RUNS_DIR / claim.run_id
     result_file = run_dir / "result.json"
     if result_file.is_file():
@@ -211,7 +229,7 @@ def _prepare(claim: Claim, out: Path, tags: dict[str, Any] | None = None) -> Tas
         if result.get("status") in FINAL:
             return result
     resume = (run_dir / "checkpoint.pt").is_file()
-    if not resume and run_dir.exists():
+    if wipe and not resume and run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh start must not mix with a dead attempt's files
     run_dir.mkdir(parents=True, exist_ok=True)
     return Task(claim.run_id, claim.config.to_dict(), str(run_dir), resume, tags or {})

@@ -34,6 +34,9 @@ def study_status(study_dir: str | Path) -> str:
             lines.append(f"  {row['run_id']}  {first[:160]}")
         if len(failures) > 20:
             lines.append(f"  ... and {len(failures) - 20} more")
+    from dstlab.study.slurm_status import slurm_lines
+
+    lines += slurm_lines(study_dir, {r["run_id"]: r["status"] for r in rows})
     return "\n".join(lines)
 
 

@@ -1,0 +1,226 @@
+"""The slurm executor against a real one-node Slurm (scripts/local_slurm.sh, started once per
+session and stopped by PID): a tiny digits study end to end, a SIGKILLed driver, a requeued and
+a cancelled job. If Slurm cannot be started these tests fail with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dstlab.study import read_results
+from dstlab.study.slurm_executor import ATTEMPTS_FILE
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "local_slurm.sh"
+BASE = "base: {data: digits, model: mlp, update_every: 10, batch_size: 64, lr: 0.05, "
+SPEC = f"""\
+name: tiny
+{BASE}epochs: 2}}
+grids:
+  - {{mode: [dst], prune: [magnitude, snip], density: [0.1]}}
+  - {{mode: [static], density: [0.1]}}
+"""
+# a job is requeued / cancelled once its checkpoint holds STARTED epochs (setting up takes most
+# of a tiny run; an epoch of digits takes 0.1-0.4 s at batch size 32), leaving it seconds of
+# work: more than Slurm's KillWait, so it cannot finish in the grace period
+EPOCHS, STARTED = 100, 10
+LONGER = f"""\
+name: longer
+{BASE.replace("batch_size: 64", "batch_size: 32")}epochs: {EPOCHS}}}
+grids:
+  - {{mode: [dst], prune: [magnitude, snip], density: [0.1]}}
+"""
+SLURM = ("--executor", "slurm", "--max-jobs", "2", "--cpus-per-run", "1", "--time", "10")
+
+
+def _free_ports(count: int) -> int:
+    """A base port with ``count`` free ports after it."""
+    for base in range(21000, 40000, 97):
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free ports")
+
+
+@pytest.fixture(scope="session")
+def slurm_env() -> Iterator[dict[str, str]]:
+    # not under pytest's private tmp folder: MariaDB runs as mysql and must reach its datadir
+    state = Path(tempfile.mkdtemp(prefix="dstlab-slurm-"))
+    env = {**os.environ, "DSTLAB_SLURM_DIR": str(state), "DSTLAB_SLURM_PORT": str(_free_ports(4))}
+    try:
+        start = subprocess.run(
+            ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180
+        )
+        if start.returncode != 0:
+            pytest.fail(f"Slurm could not be started: {start.stderr.strip() or start.stdout}")
+        env["SLURM_CONF"] = str(state / "slurm.conf")
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+        yield env
+    finally:  # kills exactly the PIDs start recorded, whatever happened above
+        subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _dstlab(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dstlab", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 150) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def _jobs(out: Path) -> dict[str, str]:
+    try:
+        with sqlite3.connect(out / "store.sqlite", timeout=30) as db:
+            rows = db.execute("SELECT run_id, job_id FROM slurm_jobs WHERE job_id IS NOT NULL")
+            return dict(rows.fetchall())
+    except sqlite3.OperationalError:
+        return {}
+
+
+def _study_jobs(env: dict[str, str], out: Path) -> list[str]:
+    """Every job (array task) Slurm's accounting holds for this study's batches."""
+    with sqlite3.connect(out / "store.sqlite") as db:
+        names = sorted({b for (b,) in db.execute("SELECT DISTINCT batch FROM slurm_jobs")})
+    listing = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID", "--name", ",".join(names)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(line for line in listing.split() if line)
+
+
+def _attempts(run_dir: str | Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / ATTEMPTS_FILE).open()]
+
+
+def _epochs(run_dir: Path) -> int:
+    """Epochs in the run's metrics file (written with each checkpoint)."""
+    try:
+        return (run_dir / "metrics.jsonl").read_text().count('"kind": "epoch"')
+    except OSError:
+        return 0
+
+
+def _state(env: dict[str, str], job_id: str) -> str:
+    done = subprocess.run(
+        ["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+def _spec(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+COMPARED = ["test_acc", "best_val_acc", "final_train_loss", "final_density", "steps"]
+
+
+def test_a_study_through_slurm_survives_kill_9_of_its_driver_and_equals_local(slurm_env, tmp_path):
+    spec = _spec(tmp_path, SPEC)
+    out = tmp_path / "slurm"
+    run = ("study", "run", spec, "--out", str(out), *SLURM, "--no-progress")
+    driver = _dstlab(slurm_env, *run)
+    local = _dstlab(
+        slurm_env, "study", "run", spec, "--out", str(tmp_path / "local"), "--workers", "1",
+        "--threads", "1", "--no-progress",
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while len(_jobs(out)) < 2:  # the first array (two of the three runs) is in Slurm
+        assert driver.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    first = _jobs(out)
+
+    (code, text), (local_code, local_text) = _finish(_dstlab(slurm_env, *run)), _finish(local)
+    assert code == 0 and local_code == 0, text + local_text
+    frame = read_results(out).set_index("run_id").sort_index()
+    expected = read_results(tmp_path / "local").set_index("run_id").sort_index()
+    assert len(frame) == 3 and (frame["status"] == "done").all()
+    assert list(frame.index) == list(expected.index)
+    assert frame[COMPARED].equals(expected[COMPARED])
+    # the re-run driver adopted the first one's jobs: every grid point ran exactly once, in one
+    # job of its own, and Slurm saw no duplicate submission
+    jobs = _jobs(out)
+    assert {r: jobs[r] for r in first} == first
+    assert sorted(jobs) == sorted(frame.index) and len(set(jobs.values())) == 3
+    assert len(_study_jobs(slurm_env, out)) == 3
+    for run_id, run_dir in frame["run_dir"].items():
+        (attempt,) = _attempts(run_dir)
+        assert attempt["resumed"] is False
+        assert jobs[run_id].split("_")[0] == attempt["job"]
+
+    code, text = _finish(_dstlab(slurm_env, "study", "status", str(out)))
+    assert code == 0
+    for run_id, job_id in jobs.items():
+        assert f"{run_id} job {job_id} COMPLETED run done" in " ".join(text.split())
+
+
+def test_a_requeued_job_resumes_and_a_cancelled_one_is_finished_by_a_rerun(slurm_env, tmp_path):
+    spec = _spec(tmp_path, LONGER)
+    out = tmp_path / "study"
+    run = ("study", "run", spec, "--out", str(out), *SLURM, "--no-progress")
+    driver = _dstlab(slurm_env, *run)
+    deadline = time.monotonic() + 120
+    while True:  # both jobs running, each with a checkpoint STARTED epochs in
+        assert driver.poll() is None and time.monotonic() < deadline, "jobs never got going"
+        jobs = _jobs(out)
+        if len(jobs) == 2 and all(_epochs(out / "runs" / r) >= STARTED for r in jobs):
+            assert {_state(slurm_env, j) for j in jobs.values()} == {"RUNNING"}
+            break
+        time.sleep(0.2)
+    requeued, cancelled = sorted(jobs)
+    for command in (["scontrol", "requeue", jobs[requeued]], ["scancel", jobs[cancelled]]):
+        subprocess.run(command, env=slurm_env, check=True, capture_output=True)
+
+    code, text = _finish(driver)
+    assert code == 1, text  # a run not finished is reported
+    frame = read_results(out).set_index("run_id")
+    assert frame.loc[requeued, "status"] == "done" and frame.loc[requeued, "epochs_run"] == EPOCHS
+    first, second = _attempts(out / "runs" / requeued)
+    assert first["resumed"] is False and second["resumed"] is True and second["restart"] == 1
+    assert frame.loc[cancelled, "status"] == "failed"
+    assert frame.loc[cancelled, "error"].startswith("SlurmInterrupted: Slurm job")
+    code, status = _finish(_dstlab(slurm_env, "study", "status", str(out)))
+    assert f"{cancelled} job {jobs[cancelled]} CANCELLED" in " ".join(status.split())
+
+    rerun = _dstlab(slurm_env, *run)
+    code, text = _finish(rerun)
+    assert code == 0, text
+    frame = read_results(out).set_index("run_id")
+    assert (frame["status"] == "done").all() and (frame["epochs_run"] == EPOCHS).all()
+    assert len(_attempts(out / "runs" / requeued)) == 2  # done: not run again
+    again = _attempts(out / "runs" / cancelled)
+    assert [a["resumed"] for a in again] == [False, True]
+    epochs = [json.loads(line) for line in (out / "runs" / cancelled / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == list(range(1, EPOCHS + 1))
