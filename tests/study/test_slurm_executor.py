@@ -12,6 +12,7 @@ from dstlab.study.slurm_executor import (
     SlurmExecutor,
     SlurmOptions,
     SlurmRun,
+    by_nproc,
     job_resources,
     parse_options,
     parse_time,
@@ -60,6 +61,9 @@ def test_each_run_asks_for_one_task_on_one_node_with_its_cpus_and_gpus():
         "mem": "8G",
         "account": "lab",
     }
+    # a data-parallel run starts its ranks inside its one task: nproc times the CPUs and GPUs
+    two = job_resources(options, nproc=2)
+    assert (two["ntasks_per_node"], two["cpus_per_task"], two["gpus_per_node"]) == (1, 8, 4)
     extra = job_resources(SlurmOptions(extra={"qos": "high"}))
     assert "gpus_per_node" not in extra and extra["additional_parameters"] == {"qos": "high"}
     with pytest.raises(ConfigError, match="--max-jobs must be a positive"):
@@ -120,3 +124,16 @@ def test_an_error_raised_while_submitit_requeues_a_preempted_job_is_an_interrupt
     job = SlurmRun(preempted, threads=1)
     assert job(task).error.startswith("SlurmInterrupted: preempted while requeueing")
     assert SlurmRun(broken, threads=1)(task).error.startswith("RuntimeError: a real failure")
+
+
+def test_runs_go_to_slurm_in_arrays_of_equal_process_counts():
+    tasks = [
+        Task(f"r{i}", {"seed": i, **({"nproc": n} if n > 1 else {})}, f"/s/{i}", False)
+        for i, n in enumerate([1, 2, 1, 4, 2])
+    ]
+    groups = by_nproc(tasks)
+    assert {n: [t.run_id for t in ts] for n, ts in groups.items()} == {
+        1: ["r0", "r2"],
+        2: ["r1", "r4"],
+        4: ["r3"],
+    }

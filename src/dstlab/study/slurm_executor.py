@@ -17,7 +17,7 @@ import os
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,24 +83,32 @@ def parse_options(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
-def job_resources(options: SlurmOptions) -> dict[str, Any]:
-    """submitit parameters for one run's job. One run is one process on one node; a
-    multi-process run (``nproc`` > 1) maps here and only here: ``ntasks_per_node=nproc`` with
-    ``gpus_per_node=nproc * gpus_per_run`` and ``cpus_per_task`` per process."""
+def job_resources(options: SlurmOptions, nproc: int = 1) -> dict[str, Any]:
+    """submitit parameters for one run's job: one task on one node. A data-parallel run
+    (``nproc`` > 1) starts its ranks inside that task through torch's elastic launcher, so its
+    job asks for ``nproc`` times the CPUs and GPUs of a one-process run, on the same node."""
     params: dict[str, Any] = {
         "nodes": 1,
         "ntasks_per_node": 1,
-        "cpus_per_task": options.cpus_per_run,
+        "cpus_per_task": options.cpus_per_run * nproc,
         "time": options.time_min,
     }
     if options.gpus_per_run:
-        params["gpus_per_node"] = options.gpus_per_run
+        params["gpus_per_node"] = options.gpus_per_run * nproc
     for key in ("partition", "mem", "account"):
         if getattr(options, key):
             params[key] = getattr(options, key)
     if options.extra:
         params["additional_parameters"] = dict(options.extra)
     return params
+
+
+def by_nproc(tasks: list[Task]) -> dict[int, list[Task]]:
+    """Tasks grouped by their run's process count, in queue order within each group."""
+    groups: dict[int, list[Task]] = {}
+    for task in tasks:
+        groups.setdefault(int(task.config.get("nproc", 1)), []).append(task)
+    return groups
 
 
 def _final_result(run_dir: Path) -> dict[str, Any] | None:
@@ -149,7 +157,7 @@ class SlurmRun:
             f.write(json.dumps(attempt) + "\n")
         set_threads(self.threads)
         self.preempted = False
-        outcome = execute(Task(task.run_id, task.config, task.run_dir, resume), self.run_fn)
+        outcome = execute(replace(task, resume=resume), self.run_fn)
         if outcome.error is not None and self.preempted:
             # submitit's requeue raised inside the run (its scontrol killed by the requeue's
             # own SIGTERM): an interruption, not the run's failure
@@ -200,11 +208,8 @@ class SlurmExecutor:
         self.poll_every = poll_every
         self._book = slurm_jobs.JobBook(self.study_dir)
         self._executor = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=3)
-        self._executor.update_parameters(
-            **job_resources(options),
-            array_parallelism=options.max_jobs,
-            signal_delay_s=30,
-        )
+        self._executor.update_parameters(array_parallelism=options.max_jobs, signal_delay_s=30)
+        self._options = options
         self._call = SlurmRun(run_fn, options.cpus_per_run)
         self._queue: list[Task] = []
         self._jobs: dict[str, str] = {}  # run id -> job id, for the runs this driver waits on
@@ -224,14 +229,16 @@ class SlurmExecutor:
         return len(self._jobs) + len(self._queue)
 
     def _flush(self) -> None:
-        if not self._queue:
-            return
-        tasks = [
-            Task(t.run_id, t.config, str(Path(t.run_dir).resolve()), t.resume) for t in self._queue
-        ]
+        for nproc, tasks in by_nproc(self._queue).items():
+            self._submit_array(tasks, nproc)
+        self._queue.clear()
+
+    def _submit_array(self, queued: list[Task], nproc: int) -> None:
+        """One job array: runs with the same resources (a Slurm array shares them)."""
+        tasks = [replace(t, run_dir=str(Path(t.run_dir).resolve())) for t in queued]
         batch = f"dstlab-{uuid.uuid4().hex[:12]}"
         self._book.intend(batch, [t.run_id for t in tasks])
-        self._executor.update_parameters(job_name=batch)
+        self._executor.update_parameters(**job_resources(self._options, nproc), job_name=batch)
         try:
             with self._executor.batch():
                 jobs = [self._executor.submit(self._call, t) for t in tasks]
@@ -243,7 +250,6 @@ class SlurmExecutor:
         base = jobs[0].job_id.split("_")[0]
         self._jobs.update(self._book.submitted(batch, base))
         self.submitted += len(tasks)
-        self._queue.clear()
 
     def wait(self, timeout: float) -> list[Outcome]:
         self._flush()
