@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from dstlab.errors import ConfigError
-from dstlab.run.config import RunConfig
+from dstlab.run import config as run_config
 
 #: reads one run's metrics records, given its run directory
 RecordReader = Callable[[str], list[dict[str, Any]]]
@@ -38,33 +38,12 @@ _METRIC_WORDS = {
 # identity fields that never separate comparable groups: they are the axes of the analysis, or
 # they are observers that do not change the training
 _AXES = {"data", "model", "mode", "density", "prune", "grow", "seed"}
-_OBSERVERS = {"shadow_criteria", "start_similarity"}
-# fields without meaning for a baseline: neutralised so they cannot split its groups
-_TOPOLOGY = {
-    f.name
-    for f in fields(RunConfig)
-    if f.name
-    in {
-        "prune",
-        "grow",
-        "distribution",
-        "erk_power",
-        "dense_layers",
-        "update_every",
-        "update_start",
-        "update_end",
-        "drop_fraction",
-        "drop_fraction_min",
-        "decay",
-        "selection",
-        "global_normalize",
-        "gamma",
-        "score_smoothing",
-        "update_position",
-        "backend",
-    }
-}
-_STATIC_KEEPS = {"distribution", "erk_power", "dense_layers", "backend"}
+_OBSERVERS = set(run_config.OBSERVERS)
+# fields without meaning for a baseline: neutralised so they cannot split its groups (density is
+# an axis a baseline keeps: its own for a static run, 1.0 for a dense one)
+_TOPOLOGY = set(run_config.SPARSE_OPTIONS) - _OBSERVERS - {"density"}
+# ...of which a static run keeps those that shape its fixed sparse network
+_STATIC_KEEPS = _TOPOLOGY - set(run_config.UPDATE_OPTIONS)
 NONE = "-"
 
 
@@ -84,7 +63,7 @@ class Results:
 
 
 def _identity_fields() -> list[str]:
-    return [f.name for f in fields(RunConfig) if f.metadata.get("identity", True)]
+    return list(run_config.IDENTITY_OPTIONS)
 
 
 def _hashable(value: Any) -> Any:

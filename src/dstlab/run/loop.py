@@ -17,7 +17,6 @@ many processes wrote them."""
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import os
 import sys
@@ -31,17 +30,10 @@ from tqdm.auto import tqdm
 
 from dstlab.errors import ConfigError, DataError, DstlabError
 from dstlab.run import distributed, files
-from dstlab.run.config import RunConfig
+from dstlab.run.config import DST_OPTIONS, RunConfig
 from dstlab.run.distributed import Group
 from dstlab.run.optim import lr_at, make_optimizer
 from dstlab.topology.criteria import NonFiniteScoreError
-
-# RunConfig fields handed to dstlab.DST under the same keyword
-DST_KEYS = (
-    "density", "prune", "grow", "distribution", "erk_power", "dense_layers", "update_every",
-    "update_start", "update_end", "drop_fraction", "drop_fraction_min", "decay", "selection",
-    "global_normalize", "gamma", "score_smoothing", "update_position", "shadow_criteria", "backend",
-)  # fmt: skip
 
 EVAL_BATCH = 1024
 _AUG_SEED_OFFSET = 0x5EED  # the augmentation stream differs from the model-init stream
@@ -64,7 +56,6 @@ def train(
     a run that already finished returns its stored result. A non-finite loss ends the run as
     `diverged`; any other exception writes a `failed` result.json and is re-raised. `tags`
     (e.g. a study's name and grid point) go to the trackers of `config.log`."""
-    _check_names(config)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -143,27 +134,6 @@ def pick_device(name: str) -> torch.device:
     if (name == "cuda" and not torch.cuda.is_available()) or (name == "mps" and not has_mps):
         raise ConfigError(f"device '{name}' is not available here; use --device auto or cpu.")
     return torch.device(name)
-
-
-def _check_names(c: RunConfig) -> None:
-    """Unknown names fail before a run directory is made (typos leave nothing behind)."""
-    from dstlab.data import list_datasets
-    from dstlab.models import list_models
-    from dstlab.topology.criteria import list_growers, list_pruners
-
-    checks = [("dataset", [c.data], list_datasets()), ("model", [c.model], list_models())]
-    if c.mode != "dense":
-        pruners = list_pruners()
-        checks += [
-            ("pruning criterion", [c.prune, *c.shadow_criteria], pruners),
-            ("growth criterion", [c.grow], list_growers()),
-        ]
-    for what, names, known in checks:
-        for name in names:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"unknown {what} '{name}'{hint}; known: {', '.join(known)}.")
 
 
 def _check_same_run(out: Path, config: RunConfig) -> None:
@@ -328,7 +298,7 @@ class _Run:
             return None
         from dstlab import DST
 
-        options = {k: getattr(c, k) for k in DST_KEYS}
+        options = {k: getattr(c, k) for k in DST_OPTIONS}
         options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
         return DST(
             self.model,

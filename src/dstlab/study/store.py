@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from dstlab.run.config import RunConfig
+from dstlab.run.config import IDENTITY_OPTIONS, RunConfig
 
 STORE_FILE = "store.sqlite"
 STATUSES = ("pending", "running", "done", "failed", "diverged")
@@ -63,7 +63,7 @@ def _sql_type(field_type: str) -> str:
 
 
 CONFIG_COLUMNS = {
-    f.name: _sql_type(str(f.type)) for f in fields(RunConfig) if f.metadata.get("identity", True)
+    f.name: _sql_type(str(f.type)) for f in fields(RunConfig) if f.name in IDENTITY_OPTIONS
 }
 
 
