@@ -11,29 +11,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dstlab.analysis.metrics import DEFAULT_METRIC, METRICS
 from dstlab.errors import ConfigError
 from dstlab.run import config as run_config
+from dstlab.run import files
+from dstlab.run.files import read_metrics as read_metrics  # the sections read runs through it
 
 #: reads one run's metrics records, given its run directory
 RecordReader = Callable[[str], list[dict[str, Any]]]
-
-METRICS = ("test_acc", "test_acc_best_val", "best_val_acc")
-#: the study reports the test accuracy of the model with the best validation accuracy
-DEFAULT_METRIC = "test_acc_best_val"
-_METRIC_WORDS = {
-    "test_acc_best_val": "Accuracy here is the test accuracy of the model with the best "
-    "validation accuracy (test_acc_best_val; a run without a validation split reports its final "
-    "model); --metric test_acc gives the final model.",
-    "test_acc": "Accuracy here is the test accuracy of the final model (test_acc); the default, "
-    "--metric test_acc_best_val, gives the model with the best validation accuracy.",
-    "best_val_acc": "Accuracy here is the best validation accuracy (best_val_acc), not a test "
-    "accuracy; the default, --metric test_acc_best_val, gives that model's test accuracy.",
-}
 
 # identity fields that never separate comparable groups: they are the axes of the analysis, or
 # they are observers that do not change the training
@@ -75,11 +64,6 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def describe_metric(metric: str) -> str:
-    """One sentence that says which model's accuracy on which split the report compares."""
-    return _METRIC_WORDS[metric]
-
-
 def prepare(results: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Results:
     """Keep the runs with status ``done`` and a finite ``metric``; add the analysis columns."""
     if metric not in METRICS:
@@ -94,9 +78,9 @@ def prepare(results: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Results:
     total = len(results)
     excluded: dict[str, int] = {}
     status = results["status"].fillna("unknown").astype(str)
-    for name, count in status[status != "done"].value_counts().items():
+    for name, count in status[status != files.DONE].value_counts().items():
         excluded[str(name)] = int(count)
-    df = results[status == "done"].copy()
+    df = results[status == files.DONE].copy()
     acc = pd.to_numeric(df.get(metric), errors="coerce") if metric in df else None
     if acc is None:
         df = df.iloc[0:0]
@@ -175,25 +159,3 @@ def summary_table(res: Results) -> pd.DataFrame:
     return table.sort_values(
         ["setup", "growth", "criterion", "density"], kind="stable"
     ).reset_index(drop=True)
-
-
-def read_metrics(run_dir: str) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl``; a torn last line (a killed run) is skipped."""
-    if not run_dir:
-        return []
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records

@@ -169,7 +169,7 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(config, out, resume=bool(args.resume), progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(summary(result, out))
-    return 0 if result["status"] == "done" else 1
+    return 0 if result["status"] == files.DONE else 1
 
 
 def _launch(args: argparse.Namespace, config: RunConfig, out: Path) -> int:
@@ -182,7 +182,7 @@ def _launch(args: argparse.Namespace, config: RunConfig, out: Path) -> int:
         argv += ["--out", str(out)]
     distributed.launch_and_record(argv, config.nproc, out)
     result = files.read_json(out / files.RESULT) or {}
-    return 0 if result.get("status") == "done" else 1
+    return 0 if result.get("status") == files.DONE else 1
 
 
 def summary(result: dict[str, Any], out: Path) -> str:
@@ -192,7 +192,7 @@ def summary(result: dict[str, Any], out: Path) -> str:
         return "-" if value is None else f"{value:.4f}"
 
     lines = []
-    if result["status"] == "diverged":
+    if result["status"] == files.DIVERGED:
         lines.append(
             f"diverged: the loss was not finite at step {result['diverged_step']}; "
             "metrics so far are kept."

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dstlab.errors import ConfigError
+from dstlab.run import files
 from dstlab.study.preflight import check_spec
 from dstlab.study.results import RUNS_DIR
 from dstlab.study.spec import StudySpec, load_spec
@@ -202,7 +203,7 @@ def tracker_tags(spec: StudySpec, config: Any) -> dict[str, Any]:
 def _prepare(claim: Claim, out: Path, tags: dict[str, Any] | None = None) -> Task | dict[str, Any]:
     """The task for a claim, or the run's final result when its result.json already says so."""
     run_dir = out / RUNS_DIR / claim.run_id
-    result_file = run_dir / "result.json"
+    result_file = run_dir / files.RESULT
     if result_file.is_file():
         try:
             result = json.loads(result_file.read_text())
@@ -210,7 +211,7 @@ def _prepare(claim: Claim, out: Path, tags: dict[str, Any] | None = None) -> Tas
             result = {}
         if result.get("status") in FINAL:
             return result
-    resume = (run_dir / "checkpoint.pt").is_file()
+    resume = (run_dir / files.CHECKPOINT).is_file()
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh start must not mix with a dead attempt's files
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from dstlab.run import files
 from dstlab.run.config import IDENTITY_OPTIONS, RunConfig
 
 STORE_FILE = "store.sqlite"
-STATUSES = ("pending", "running", "done", "failed", "diverged")
-FINAL = ("done", "diverged")
+STATUSES = ("pending", "running", files.DONE, files.FAILED, files.DIVERGED)
+FINAL = files.FINAL
 # result.json fields kept as columns; the config's `epochs` keeps its name, so the result's
 # completed epoch count is stored as `epochs_run`
 RESULT_COLUMNS = {
