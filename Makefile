@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch==2.13.0 is the CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint
 
 setup: $(VENV)/.installed
 

@@ -8,8 +8,6 @@ and train models."""
 import ast
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src" / "dstlab"
 SHARED = {"dstlab", "dstlab.errors", "dstlab.registry"}
 
@@ -52,11 +50,6 @@ def test_shared_top_level_modules_import_only_each_other():
                 assert node.module in SHARED, f"{name}.py imports {node.module}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="analysis/start_similarity.py still builds a model, data and a DST; issue 14 moves "
-    "that to run/ (the run/study/analysis half, not merged yet)",
-)
 def test_analysis_imports_nothing_from_topology_models_or_data():
     banned = {"dstlab.topology", "dstlab.models", "dstlab.data"}
     for path, names in _imports("analysis").items():

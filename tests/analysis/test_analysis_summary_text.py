@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
+from dstlab.analysis.facts import Facts, Lowest
 from dstlab.analysis.stats import RankTest
 from dstlab.analysis.summary_text import summarize
 
@@ -20,8 +22,8 @@ def _test(band: str, ranks: dict[str, float], pvalue: float | None, cd: float | 
     )
 
 
-def _facts(**extra) -> dict:
-    return {"metric": "test_acc", "total": 20, "used": 18, "excluded": 2, **extra}
+def _facts(**extra) -> Facts:
+    return Facts(metric="test_acc", total=20, used=18, excluded=2, **extra)
 
 
 def test_significant_winner_is_named_with_its_numbers():
@@ -70,13 +72,13 @@ def test_other_facts_become_sentences():
     text = summarize(
         _facts(
             lowest={
-                "digits/mlp": {
-                    "density": 0.05,
-                    "criterion": "set",
-                    "growth": "gradient",
-                    "mean": 0.8,
-                    "dense": 0.9,
-                }
+                "digits/mlp": Lowest(
+                    density=0.05,
+                    criterion="set",
+                    growth="gradient",
+                    mean=0.8,
+                    dense=0.9,
+                )
             },
             similarity=sims,
             similarity_random={"digits/mlp": 0.33},
@@ -87,3 +89,13 @@ def test_other_facts_become_sentences():
     assert "magnitude and set (Jaccard 0.91)" in text and "snip and random (0.12)" in text
     assert "(0.12); two random removals of the same sizes would give 0.33." in text
     assert "ΔT = 800 in 3 of 4 curves" in text
+
+
+def test_a_section_cannot_leave_a_fact_the_summary_does_not_know():
+    facts = _facts()
+    with pytest.raises(AttributeError):
+        facts.update_periods = {100: 1}  # a typo of update_period
+    assert (
+        summarize(Facts(metric="test_acc", total=20))
+        == "None of the 20 runs has finished, so there is nothing to summarise."
+    )

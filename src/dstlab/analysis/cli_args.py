@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dstlab.analysis.metrics import DEFAULT_METRIC, METRICS
 from dstlab.errors import ConfigError
-
-# the names only: dstlab.analysis.results imports pandas, which `dstlab --help` must not load
-METRICS = ("test_acc", "test_acc_best_val", "best_val_acc")
-DEFAULT_METRIC = "test_acc_best_val"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,11 +74,17 @@ def _floats(text: str, name: str) -> list[float]:
 
 
 def _similarity(args: argparse.Namespace) -> int:
+    # run/ measures (it builds the model, data and engine); this room presents the result
     from dstlab.analysis import start_similarity as ss
+    from dstlab.analysis.similarity import order_criteria
+    from dstlab.run.config import choices
+    from dstlab.run.start_similarity import start_similarity
 
     fractions = _floats(args.fractions, "fractions")
     criteria = [c.strip() for c in args.criteria.split(",") if c.strip()] if args.criteria else None
-    result = ss.start_similarity(
+    # every pruning criterion by default, in the order the report's heatmaps use
+    criteria = criteria or order_criteria(choices("prune"))
+    result = start_similarity(
         args.model,
         args.data,
         args.density,

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from dstlab.analysis import figures
+from dstlab.analysis.facts import Facts
 from dstlab.analysis.html import FigureRef
 from dstlab.analysis.results import NONE, Results, describe_values, modal_values, summary_table
 
@@ -23,7 +24,7 @@ class Context:
         self.out = out
         self.figdir = out / "figures"
         self.summary = summary_table(res)
-        self.facts: dict[str, Any] = {"metric": res.metric}
+        self.facts = Facts(metric=res.metric)
 
     def save(self, fig, name: str, caption: str) -> FigureRef:
         png = figures.save(fig, self.figdir, name)

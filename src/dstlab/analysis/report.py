@@ -14,15 +14,11 @@ import pandas as pd
 from dstlab.analysis import sections_accuracy, sections_options, sections_topology
 from dstlab.analysis.context import Context
 from dstlab.analysis.html import Section, render
-from dstlab.analysis.results import (
-    DEFAULT_METRIC,
-    RecordReader,
-    describe_metric,
-    prepare,
-    read_metrics,
-)
+from dstlab.analysis.metrics import DEFAULT_METRIC, describe_metric
+from dstlab.analysis.results import RecordReader, prepare
 from dstlab.analysis.similarity import collect
 from dstlab.analysis.summary_text import summarize
+from dstlab.run.files import read_metrics
 
 
 def write_report(

@@ -10,61 +10,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from dstlab.analysis.metrics import DEFAULT_METRIC, METRICS
 from dstlab.errors import ConfigError
-from dstlab.run.config import RunConfig
+from dstlab.run import config as run_config
+from dstlab.run import files
+from dstlab.run.files import read_metrics as read_metrics  # the sections read runs through it
 
 #: reads one run's metrics records, given its run directory
 RecordReader = Callable[[str], list[dict[str, Any]]]
 
-METRICS = ("test_acc", "test_acc_best_val", "best_val_acc")
-#: the study reports the test accuracy of the model with the best validation accuracy
-DEFAULT_METRIC = "test_acc_best_val"
-_METRIC_WORDS = {
-    "test_acc_best_val": "Accuracy here is the test accuracy of the model with the best "
-    "validation accuracy (test_acc_best_val; a run without a validation split reports its final "
-    "model); --metric test_acc gives the final model.",
-    "test_acc": "Accuracy here is the test accuracy of the final model (test_acc); the default, "
-    "--metric test_acc_best_val, gives the model with the best validation accuracy.",
-    "best_val_acc": "Accuracy here is the best validation accuracy (best_val_acc), not a test "
-    "accuracy; the default, --metric test_acc_best_val, gives that model's test accuracy.",
-}
-
 # identity fields that never separate comparable groups: they are the axes of the analysis, or
 # they are observers that do not change the training
 _AXES = {"data", "model", "mode", "density", "prune", "grow", "seed"}
-_OBSERVERS = {"shadow_criteria", "start_similarity"}
-# fields without meaning for a baseline: neutralised so they cannot split its groups
-_TOPOLOGY = {
-    f.name
-    for f in fields(RunConfig)
-    if f.name
-    in {
-        "prune",
-        "grow",
-        "distribution",
-        "erk_power",
-        "dense_layers",
-        "update_every",
-        "update_start",
-        "update_end",
-        "drop_fraction",
-        "drop_fraction_min",
-        "decay",
-        "selection",
-        "global_normalize",
-        "gamma",
-        "score_smoothing",
-        "update_position",
-        "backend",
-    }
-}
-_STATIC_KEEPS = {"distribution", "erk_power", "dense_layers", "backend"}
+_OBSERVERS = set(run_config.OBSERVERS)
+# fields without meaning for a baseline: neutralised so they cannot split its groups (density is
+# an axis a baseline keeps: its own for a static run, 1.0 for a dense one)
+_TOPOLOGY = set(run_config.SPARSE_OPTIONS) - _OBSERVERS - {"density"}
+# ...of which a static run keeps those that shape its fixed sparse network
+_STATIC_KEEPS = _TOPOLOGY - set(run_config.UPDATE_OPTIONS)
 NONE = "-"
 
 
@@ -84,7 +52,7 @@ class Results:
 
 
 def _identity_fields() -> list[str]:
-    return [f.name for f in fields(RunConfig) if f.metadata.get("identity", True)]
+    return list(run_config.IDENTITY_OPTIONS)
 
 
 def _hashable(value: Any) -> Any:
@@ -94,11 +62,6 @@ def _hashable(value: Any) -> Any:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return NONE
     return value
-
-
-def describe_metric(metric: str) -> str:
-    """One sentence that says which model's accuracy on which split the report compares."""
-    return _METRIC_WORDS[metric]
 
 
 def prepare(results: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Results:
@@ -115,9 +78,9 @@ def prepare(results: pd.DataFrame, metric: str = DEFAULT_METRIC) -> Results:
     total = len(results)
     excluded: dict[str, int] = {}
     status = results["status"].fillna("unknown").astype(str)
-    for name, count in status[status != "done"].value_counts().items():
+    for name, count in status[status != files.DONE].value_counts().items():
         excluded[str(name)] = int(count)
-    df = results[status == "done"].copy()
+    df = results[status == files.DONE].copy()
     acc = pd.to_numeric(df.get(metric), errors="coerce") if metric in df else None
     if acc is None:
         df = df.iloc[0:0]
@@ -196,25 +159,3 @@ def summary_table(res: Results) -> pd.DataFrame:
     return table.sort_values(
         ["setup", "growth", "criterion", "density"], kind="stable"
     ).reset_index(drop=True)
-
-
-def read_metrics(run_dir: str) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl``; a torn last line (a killed run) is skipped."""
-    if not run_dir:
-        return []
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records

@@ -8,6 +8,7 @@ import pandas as pd
 
 from dstlab.analysis import figures, stats
 from dstlab.analysis.context import BASELINES, Context, fixed_note, format_cell
+from dstlab.analysis.facts import Lowest, TiedLowest
 from dstlab.analysis.html import Section, table_html
 from dstlab.analysis.results import NONE, at_values
 
@@ -31,7 +32,7 @@ def overview(ctx: Context) -> Section:
         if res.factors:
             sec.paragraphs.append(f"Other varying factors: {', '.join(res.factors)}.")
     sec.files.append(ctx.csv(ctx.summary, "summary.csv"))
-    ctx.facts.update(total=res.total, used=used, excluded=excluded)
+    ctx.facts.total, ctx.facts.used, ctx.facts.excluded = res.total, used, excluded
     return sec
 
 
@@ -77,14 +78,14 @@ def accuracy(ctx: Context) -> Section:
         if not dst.empty:
             d = float(dst["density"].min())
             at = dst[dst["density"] == d].sort_values("mean", ascending=False).iloc[0]
-            lowest[setup] = {
-                "density": d,
-                "criterion": at["criterion"],
-                "growth": at["growth"],
-                "mean": float(at["mean"]),
-                "dense": float(dense["mean"].max()) if not dense.empty else None,
-            }
-    ctx.facts["lowest"] = lowest
+            lowest[setup] = Lowest(
+                density=d,
+                criterion=at["criterion"],
+                growth=at["growth"],
+                mean=float(at["mean"]),
+                dense=float(dense["mean"].max()) if not dense.empty else None,
+            )
+    ctx.facts.lowest = lowest
     return sec
 
 
@@ -182,11 +183,11 @@ def rankings(ctx: Context) -> Section:
         )
         low = tied[tied["density"] == tied["density"].min()]
         best = low.sort_values(["best_or_tied", "best"], ascending=False).iloc[0]
-        ctx.facts["tied_lowest"] = {
-            "density": float(best["density"]),
-            "criterion": best["criterion"],
-            "count": int(best["best_or_tied"]),
-            "blocks": int(best["blocks"]),
-        }
-    ctx.facts["tests"] = tests
+        ctx.facts.tied_lowest = TiedLowest(
+            density=float(best["density"]),
+            criterion=best["criterion"],
+            count=int(best["best_or_tied"]),
+            blocks=int(best["blocks"]),
+        )
+    ctx.facts.tests = tests
     return sec

@@ -52,7 +52,7 @@ def update_period(ctx: Context) -> Section:
     sec.figures.extend(figs)
     sec.files.append(ctx.csv(table, "update_period.csv"))
     best = table.loc[table.groupby(["setup", "growth", "criterion", "density"])["mean"].idxmax()]
-    ctx.facts["update_period"] = best["update_every"].astype(int).value_counts().to_dict()
+    ctx.facts.update_period = best["update_every"].astype(int).value_counts().to_dict()
     return sec
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 
 from dstlab.analysis import figures
 from dstlab.analysis.context import Context, fixed_note
+from dstlab.analysis.facts import Dynamics
 from dstlab.analysis.html import Section, table_html
 from dstlab.analysis.results import at_values
 from dstlab.analysis.similarity import Observations, mean_pairs, similarity_table, to_matrix
@@ -71,8 +72,8 @@ def similarity(ctx: Context, obs: Observations) -> Section:
                     "random removals of the same sizes.",
                 )
             )
-    ctx.facts["similarity"] = extremes
-    ctx.facts["similarity_random"] = randoms
+    ctx.facts.similarity = extremes
+    ctx.facts.similarity_random = randoms
     if start.empty:
         sec.paragraphs.append(
             "No run recorded similarity at the start (start_similarity), so that part is left out."
@@ -173,11 +174,11 @@ def dynamics(ctx: Context, obs: Observations) -> Section:
     sec.files.append(ctx.csv(final, "dynamics_final.csv"))
     sec.tables.append(("At the last update", table_html(final)))
     top = final.loc[final["itop_mean"].idxmax()]
-    ctx.facts["dynamics"] = {
-        "setup": top["setup"],
-        "criterion": top["criterion"],
-        "growth": top["growth"],
-        "itop": float(top["itop_mean"]),
-        "min_itop": float(final["itop_mean"].min()),
-    }
+    ctx.facts.dynamics = Dynamics(
+        setup=top["setup"],
+        criterion=top["criterion"],
+        growth=top["growth"],
+        itop=float(top["itop_mean"]),
+        min_itop=float(final["itop_mean"].min()),
+    )
     return sec

@@ -9,13 +9,15 @@ Every record also gets the Jaccard index that two *random* removals of the same 
 have, the level to read the real ones against. For one layer with N candidates and removals of
 a and b weights, E|A ∩ B| = a·b/N; like the real index it is pooled over layers:
 Σ E|A ∩ B| / Σ (a + b − E|A ∩ B|). Update records carry each layer's active, removed and grown
-counts (the candidates are the weights active before the update: active − grown + removed);
-start records carry none, so their candidates are read from the run's first update record,
-whose "before" state is the initial topology. Under global selection the criteria split the
-removal between layers differently, so the baseline pools all layers into one candidate set."""
+counts (the candidates are the weights active before the update: active − grown + removed), and
+so do start records; older start records without them read their candidates from the run's
+first update record, whose "before" state is the initial topology. Under global selection the
+criteria split the removal between layers differently, so the baseline pools all layers into
+one candidate set."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -90,14 +92,19 @@ def update_sizes(record: dict, pooled: bool = False) -> list[Sizes] | None:
 
 def start_sizes(candidates: dict[str, int], fraction: float, pooled: bool = False) -> list[Sizes]:
     """Per-layer sizes of the removals at the start: ceil(fraction · N) of each layer's N, as
-    the engine counts them."""
-    from dstlab.topology.schedules import count_to_replace
-
+    the engine counts them (for records written before start records carried their counts)."""
     sizes = []
     for n in candidates.values():
-        a = count_to_replace(fraction, n)
+        a = removal_count(fraction, n)
         sizes.append((n, a, a))
     return _pool(sizes, pooled)
+
+
+def removal_count(fraction: float, active: int) -> int:
+    """The engine's removal size (``topology.schedules.count_to_replace``, which a test holds
+    this to): ceil(fraction · active), never more than active. Written out here because the
+    analysis reads what runs wrote and imports nothing of the engine."""
+    return min(active, math.ceil(fraction * active - 1e-9))
 
 
 def _initial_candidates(records: list[dict]) -> dict[str, int] | None:

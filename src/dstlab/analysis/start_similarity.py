@@ -1,96 +1,14 @@
-"""The "at the start" mask-similarity experiment (SPEC §6), run directly on one model.
+"""The "at the start" mask-similarity experiment (SPEC §6) as tables and a figure.
 
-Build the model and its data, draw the initial sparse topology at the given density, take one
-batch's gradient (no training step), and ask every criterion which weights it would remove at
-each constant fraction. The answer is one Jaccard matrix per fraction, with the Jaccard two
-random removals of the same sizes would have."""
+``dstlab.run.start_similarity`` measures it (one Jaccard matrix per fraction, with each layer's
+candidates and removal sizes); this module adds the Jaccard two random removals of the same
+sizes would have, and writes the CSV and the heatmap of ``dstlab similarity``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-
-from dstlab.errors import ConfigError
-
-DEFAULT_FRACTIONS = (0.5, 0.25, 0.125, 0.0625)
-
-
-def start_similarity(
-    model: str,
-    data: str,
-    density: float = 0.2,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    criteria: Sequence[str] | None = None,
-    *,
-    seed: int = 0,
-    batch_size: int = 128,
-    distribution: str = "erk",
-    data_dir: str | None = None,
-) -> dict[float, dict]:
-    """{fraction: the engine's similarity dict (criteria, pooled, per_layer) plus ``layers``,
-    each layer's candidates and removal size ({"active": N, "removed": a}), and ``selection``}."""
-    import torch
-    import torch.nn.functional as F
-
-    from dstlab import DST
-    from dstlab.analysis.similarity import order_criteria
-    from dstlab.data import load_dataset
-    from dstlab.models import create_model
-    from dstlab.topology.criteria import list_pruners
-
-    known = list_pruners()
-    criteria = list(dict.fromkeys(criteria or order_criteria(known)))
-    unknown = [c for c in criteria if c not in known]
-    if unknown:
-        raise ConfigError(
-            f"unknown pruning criterion {unknown[0]!r}; choose from {', '.join(known)}."
-        )
-    if len(criteria) < 2:
-        raise ConfigError(f"give at least two criteria to compare, got {criteria}.")
-    if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
-        raise ConfigError(f"fractions must each be in (0, 1], got {list(fractions)}.")
-    if not 0.0 < density <= 1.0:
-        raise ConfigError(f"density must be in (0, 1], got {density}.")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive whole number, got {batch_size}.")
-
-    torch.manual_seed(seed)
-    ds = load_dataset(data, data_dir=data_dir, seed=seed, augment=False)
-    net = create_model(model, input_shape=ds.input_shape, num_classes=ds.num_classes)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-    dst = DST(
-        net,
-        optimizer,
-        density=density,
-        prune=criteria[0],
-        distribution=distribution,
-        total_steps=1,
-        seed=seed,
-    )
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(ds.train), generator=gen)[:batch_size]
-    x, y = ds.train.take(idx)
-    out = net(ds.prepare(x, train=False))
-    if ds.num_classes == 1:
-        loss = F.binary_cross_entropy_with_logits(out.view(-1), y.to(out.dtype).view(-1))
-    else:
-        loss = F.cross_entropy(out, y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    from dstlab.topology.schedules import count_to_replace
-
-    out = {}
-    for f in fractions:
-        sim = dst.compare_criteria(criteria, fraction=float(f))
-        sim["layers"] = {
-            t.name: {"active": t.active, "removed": count_to_replace(float(f), t.active)}
-            for t in dst.targets
-        }
-        sim["selection"] = dst.selection
-        out[float(f)] = sim
-    return out
 
 
 def random_levels(result: dict[float, dict]) -> dict[float, dict[str, float]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dstlab.analysis.facts import Facts
 
 
 def _blocks(n: int) -> str:
@@ -50,57 +50,54 @@ def _rank_sentence(test, label: str) -> str:
     return text + "."
 
 
-def summarize(facts: dict[str, Any]) -> str:
+def summarize(facts: Facts) -> str:
     """One paragraph; every sentence depends on a computed number, none is fixed text."""
-    used = facts.get("used", 0)
-    if not facts.get("total"):
+    used = facts.used
+    if not facts.total:
         return "The study has no runs yet, so there is nothing to summarise."
     if not used:
-        return f"None of the {facts.get('total', 0)} runs has finished, so there is nothing to summarise."
-    out = [f"{used} of {facts['total']} runs finished and are analysed ({facts['metric']})."]
-    tests = facts.get("tests") or []
-    by_band = {t.band: t for t in tests}
+        return f"None of the {facts.total} runs has finished, so there is nothing to summarise."
+    out = [f"{used} of {facts.total} runs finished and are analysed ({facts.metric})."]
+    by_band = {t.band: t for t in facts.tests}
     low = next((t for b, t in by_band.items() if b.startswith("density <=")), None)
     if low is not None:
         out.append(_rank_sentence(low, "At low density (≤ 0.1)"))
     if "all" in by_band:
         out.append(_rank_sentence(by_band["all"], "Over all blocks"))
-    tied = facts.get("tied_lowest")
+    tied = facts.tied_lowest
     if tied:
         out.append(
-            f"At density {tied['density']:g}, {tied['criterion']} is best or statistically tied "
-            f"with the best in {tied['count']} of {_blocks(tied['blocks'])}."
+            f"At density {tied.density:g}, {tied.criterion} is best or statistically tied "
+            f"with the best in {tied.count} of {_blocks(tied.blocks)}."
         )
-    for setup, f in list((facts.get("lowest") or {}).items())[:4]:
+    for setup, f in list(facts.lowest.items())[:4]:
         text = (
-            f"On {setup} at density {f['density']:g}, the most accurate DST run is "
-            f"{f['criterion']} with {f['growth']} growth ({f['mean']:.3f}"
+            f"On {setup} at density {f.density:g}, the most accurate DST run is "
+            f"{f.criterion} with {f.growth} growth ({f.mean:.3f}"
         )
-        if f["dense"] is not None:
-            gap = f["mean"] - f["dense"]
-            text += f", {abs(gap):.3f} {'above' if gap >= 0 else 'below'} dense at {f['dense']:.3f}"
+        if f.dense is not None:
+            gap = f.mean - f.dense
+            text += f", {abs(gap):.3f} {'above' if gap >= 0 else 'below'} dense at {f.dense:.3f}"
         out.append(text + ").")
-    sims = facts.get("similarity") or []
-    randoms = facts.get("similarity_random") or {}
-    for setup, top, bottom in sims[:2]:
+    for setup, top, bottom in facts.similarity[:2]:
         text = (
             f"On {setup}, the most similar choices are {top.criterion_a} and {top.criterion_b} "
             f"(Jaccard {top.jaccard:.2f}), the least similar {bottom.criterion_a} and "
             f"{bottom.criterion_b} ({bottom.jaccard:.2f})"
         )
-        random = randoms.get(setup)
+        random = facts.similarity_random.get(setup)
         if random is not None and random == random:  # NaN: not recorded
             text += f"; two random removals of the same sizes would give {random:.2f}"
         out.append(text + ".")
-    periods = facts.get("update_period")
+    periods = facts.update_period
     if periods:
         total = sum(periods.values())
         dt, count = max(periods.items(), key=lambda kv: (kv[1], -kv[0]))
         out.append(f"The best update period is ΔT = {dt} in {count} of {total} curves.")
-    dyn = facts.get("dynamics")
+    dyn = facts.dynamics
     if dyn:
         out.append(
-            f"At the last update the ITOP rate ranges from {dyn['min_itop']:.2f} to "
-            f"{dyn['itop']:.2f} ({dyn['criterion']}, {dyn['growth']} growth, {dyn['setup']})."
+            f"At the last update the ITOP rate ranges from {dyn.min_itop:.2f} to "
+            f"{dyn.itop:.2f} ({dyn.criterion}, {dyn.growth} growth, {dyn.setup})."
         )
     return " ".join(out)

@@ -8,15 +8,14 @@ Where they write by default: TensorBoard event files in ``<run dir>/tensorboard`
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dstlab.errors import ConfigError
 from dstlab.integrations import require
 from dstlab.integrations.records import flat_record
+from dstlab.registry import check_one_of
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 _SKIP = ("kind", "epoch", "step")
@@ -25,10 +24,7 @@ _SKIP = ("kind", "epoch", "step")
 def check_names(names: Iterable[str]) -> None:
     """Every name is a known tracker; the closest one is suggested otherwise."""
     for name in names:
-        if name not in TRACKERS:
-            close = difflib.get_close_matches(name, TRACKERS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown tracker '{name}'{hint}; choose from {', '.join(TRACKERS)}.")
+        check_one_of("tracker", name, TRACKERS)
 
 
 def metrics_of(record: dict[str, Any]) -> dict[str, float]:

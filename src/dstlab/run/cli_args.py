@@ -14,57 +14,18 @@ from typing import Any
 
 from dstlab.errors import ConfigError
 from dstlab.run import config as cfg
+from dstlab.run import files
 from dstlab.run.config import RunConfig
 
-_HELP = {
-    "data": "dataset name (`dstlab list datasets`)",
-    "model": "model name (`dstlab list models`)",
-    "mode": f"one of {', '.join(cfg.MODES)}",
-    "density": "fraction of active weights in the sparse layers, in (0, 1]",
-    "prune": "pruning criterion (`dstlab list criteria`)",
-    "grow": "growth criterion (`dstlab list criteria`)",
-    "distribution": "per-layer densities: uniform, er or erk",
-    "erk_power": "power applied to the ER/ERK scores",
-    "dense_layers": "comma-separated parameter names or patterns kept dense",
-    "update_every": "optimizer steps between topology updates (ΔT)",
-    "update_start": "first update, as a fraction of all steps",
-    "update_end": "last update, as a fraction of all steps",
-    "drop_fraction": "initial fraction of each layer's active weights replaced at an update",
-    "drop_fraction_min": "final drop fraction of the cosine decay",
-    "decay": "drop-fraction decay: cosine, linear or constant",
-    "selection": "local (per layer) or global pruning",
-    "global_normalize": "score normalisation for global pruning (or none)",
-    "gamma": "MEST's gradient weight γ",
-    "score_smoothing": "EMA factor β for criterion scores between updates (or none)",
-    "update_position": "topology update before or after the optimizer step",
-    "shadow_criteria": "comma-separated criteria compared against the acting one at each update",
-    "start_similarity": "comma-separated fractions: criteria similarity on the initial network",
-    "backend": "masked (dense tensors with masks) or sparse (CPU Linear layers stored sparse)",
-    "epochs": "training epochs",
-    "batch_size": "samples per micro-batch and process",
-    "optimizer": f"one of {', '.join(cfg.OPTIMIZERS)}",
-    "lr": "initial learning rate",
-    "momentum": "SGD momentum",
-    "nesterov": "Nesterov momentum (SGD)",
-    "weight_decay": "weight decay",
-    "lr_schedule": f"one of {', '.join(cfg.LR_SCHEDULES)} (step: ×0.1 at 50%% and 75%% of epochs)",
-    "warmup_epochs": "epochs of linear learning-rate warm-up",
-    "label_smoothing": "label smoothing of the loss",
-    "dropout": "dropout probability of the models that have it",
-    "lr_milestones": "comma-separated epochs of the step schedule's ×0.1 (none: 50%% and 75%%)",
-    "bn_weight_decay": "weight decay on batch-norm parameters too",
-    "precision": f"forward-pass precision: one of {', '.join(cfg.PRECISIONS)} (fp16 scales the loss)",
-    "accumulate": "micro-batches per optimizer step (update_every counts optimizer steps)",
-    "val_fraction": "fraction of the training set held out for validation",
-    "augment": "training-set augmentation where the dataset defines one",
-    "seed": "seed of every random choice of the run",
-    "data_dir": "folder holding dataset files (default: $DSTLAB_DATA)",
-    "threads": "CPU threads for torch",
-    "device": f"one of {', '.join(cfg.DEVICES)}",
-    "checkpoint_seconds": "seconds between mid-epoch checkpoints (0: after every step)",
-    "log": "comma-separated trackers also receiving the metrics: tensorboard, wandb, mlflow",
-    "nproc": "data-parallel processes on this host (torch's elastic launcher, like torchrun)",
-    "compile": "torch.compile the model for training",
+# the titles of the option groups in `dstlab train --help` (RunConfig metadata "group")
+_GROUP_TITLES = {
+    "what": "what to train",
+    "topology": "the sparse network",
+    "update": "topology updates",
+    "optimisation": "optimisation",
+    "data": "data",
+    "environment": "environment (not part of a run's identity)",
+    "scale": "scale (not part of a run's identity)",
 }
 
 _PREFIX = "option_"  # namespace prefix of the RunConfig flags
@@ -74,6 +35,7 @@ def register(subparsers: Any) -> None:
     """Add `train` and `list` to the `dstlab` command."""
     train = subparsers.add_parser(
         "train",
+        formatter_class=_ChoicesHelp,
         help="train one dense, static-sparse or DST run",
         description="Train one run. Options come from --config FILE.yaml (keys with underscores) "
         "and the flags below, which override the file.",
@@ -85,11 +47,14 @@ def register(subparsers: Any) -> None:
     train.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
     )
-    group = train.add_argument_group("run options")
+    groups = {
+        name: train.add_argument_group(f"run options: {_GROUP_TITLES[name]}") for name in cfg.GROUPS
+    }
     for f in fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        text = f"{_HELP.get(f.name, f.name)} (default: {_show(default)})"
+        group = groups[cfg.group(f.name)]
+        # argparse %-formats help texts; the choices are added when help is shown (see below)
+        text = f"{cfg.help_text(f.name).replace('%', '%%')} (default: {_show(f.default)})"
         if str(f.type).startswith("bool"):
             group.add_argument(
                 flag,
@@ -111,6 +76,22 @@ def register(subparsers: Any) -> None:
     listing = subparsers.add_parser("list", help="list models, datasets or criteria")
     listing.add_argument("what", choices=("models", "datasets", "criteria"))
     listing.set_defaults(func=run_list)
+
+
+class _ChoicesHelp(argparse.HelpFormatter):
+    """Adds each option's allowed values (RunConfig metadata "choices") to its help line. They
+    are looked up only when help is shown: some come from registries that import torch, which
+    building the parser must not."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        name = action.dest.removeprefix(_PREFIX)
+        if not action.dest.startswith(_PREFIX) or text is None or cfg.choices(name) is None:
+            return text
+        values = ", ".join(_show(v) for v in cfg.choices(name))
+        each = "each " if isinstance(RunConfig.__dataclass_fields__[name].default, tuple) else ""
+        head, _, default = text.rpartition(" (default:")
+        return f"{head}; {each}one of {values.replace('%', '%%')} (default:{default}"
 
 
 def _show(value: Any) -> str:
@@ -155,7 +136,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
         out = Path(args.resume)
         if args.out and Path(args.out).resolve() != out.resolve():
             raise ConfigError("--out must be left out with --resume, which continues DIR itself.")
-        stored = out / "config.yaml"
+        stored = out / files.CONFIG
         if not stored.exists():
             raise ConfigError(f"{out} holds no run to resume (no config.yaml there).")
         values = read_config_file(stored)
@@ -188,20 +169,20 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(config, out, resume=bool(args.resume), progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(summary(result, out))
-    return 0 if result["status"] == "done" else 1
+    return 0 if result["status"] == files.DONE else 1
 
 
 def _launch(args: argparse.Namespace, config: RunConfig, out: Path) -> int:
     """`--nproc N`: the same command as N ranks of torch's elastic launcher (rank 0 prints the
     summary); every rank writes into the one run directory chosen here."""
-    from dstlab.run import distributed, files
+    from dstlab.run import distributed
 
     argv = list(getattr(args, "argv", []))
     if not args.resume:
         argv += ["--out", str(out)]
     distributed.launch_and_record(argv, config.nproc, out)
     result = files.read_json(out / files.RESULT) or {}
-    return 0 if result.get("status") == "done" else 1
+    return 0 if result.get("status") == files.DONE else 1
 
 
 def summary(result: dict[str, Any], out: Path) -> str:
@@ -211,7 +192,7 @@ def summary(result: dict[str, Any], out: Path) -> str:
         return "-" if value is None else f"{value:.4f}"
 
     lines = []
-    if result["status"] == "diverged":
+    if result["status"] == files.DIVERGED:
         lines.append(
             f"diverged: the loss was not finite at step {result['diverged_step']}; "
             "metrics so far are kept."

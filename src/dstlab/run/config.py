@@ -1,10 +1,20 @@
 """One training run's configuration: a frozen dataclass whose field names are the CLI flags
 (with dashes), the config-file keys and the study-spec keys (with underscores).
 
-An option with a fixed set of values says so in its field metadata: ``"choices"`` is either the
-tuple of values (options only a run has) or ``"module:attribute"`` naming the registry or
-constant that owns them (models, datasets, criteria and the engine's options), imported when a
-config is first checked. :func:`choices` reads either form; building a RunConfig checks them."""
+Each field says in its metadata everything the other rooms need to know about it, so adding a
+run option is one field here:
+
+- ``group``: what the option is about (:data:`GROUPS`). The sparse-only groups ``topology`` and
+  ``update`` drive a study's normalisation (``dstlab.study.spec``) and the report's baselines;
+  ``environment`` and ``scale`` do not change a run's result, so they are not part of its
+  identity.
+- ``help``: one line for ``dstlab train --help``.
+- ``choices`` (optional): the fixed set of values, either the tuple itself (options only a run
+  has) or ``"module:attribute"`` naming the registry or constant that owns them (models,
+  datasets, criteria, the engine's options, trackers), imported when a config is first checked.
+  :func:`choices` reads either form; building a RunConfig checks them.
+- ``dst`` (optional): handed to ``dstlab.DST`` under the same keyword.
+- ``observer`` (optional): records something about the run without changing its training."""
 
 from __future__ import annotations
 
@@ -22,8 +32,35 @@ LR_SCHEDULES = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("32", "bf16", "fp16")
 
+#: what an option is about, in the order `dstlab train --help` lists them
+GROUPS = ("what", "topology", "update", "optimisation", "data", "environment", "scale")
+#: groups whose options only matter for a sparse network (dense runs reset them)
+SPARSE_GROUPS = ("topology", "update")
+#: groups whose options cannot change a run's result, so they are not part of its identity
+NOT_IDENTITY_GROUPS = ("environment", "scale")
+
 _ENGINE = "dstlab.topology.engine"
 _CRITERIA = "dstlab.topology.criteria"
+
+
+def _option(
+    default: Any,
+    group: str,
+    help: str,
+    *,
+    choices: tuple[Any, ...] | str | None = None,
+    dst: bool = False,
+    observer: bool = False,
+) -> Any:
+    """A RunConfig field with its metadata (see the module docstring)."""
+    metadata: dict[str, Any] = {"group": group, "help": help}
+    if choices is not None:
+        metadata["choices"] = choices
+    if dst:
+        metadata["dst"] = True
+    if observer:
+        metadata["observer"] = True
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -31,78 +68,180 @@ class RunConfig:
     """Everything that determines one run's result (plus where to find data and how many threads)."""
 
     # what to train
-    data: str = field(default="digits", metadata={"choices": "dstlab.data:DATASETS"})
-    model: str = field(default="mlp", metadata={"choices": "dstlab.models:MODELS"})
-    mode: str = field(default="dst", metadata={"choices": MODES})
-    # the sparse topology (names match dstlab.DST keywords)
-    density: float = 0.1
-    prune: str = field(default="magnitude", metadata={"choices": f"{_CRITERIA}:list_pruners"})
-    grow: str = field(default="random", metadata={"choices": f"{_CRITERIA}:list_growers"})
-    distribution: str = field(
-        default="erk", metadata={"choices": "dstlab.topology.distributions:DISTRIBUTIONS"}
+    data: str = _option(
+        "digits", "what", "dataset name (`dstlab list datasets`)", choices="dstlab.data:DATASETS"
     )
-    erk_power: float = 1.0
-    dense_layers: tuple[str, ...] = ()
-    update_every: int = 100
-    update_start: float = 0.0
-    update_end: float = 1.0
-    drop_fraction: float = 0.5
-    drop_fraction_min: float = 0.005
-    decay: str = field(default="cosine", metadata={"choices": "dstlab.topology.schedules:DECAYS"})
-    selection: str = field(default="local", metadata={"choices": f"{_ENGINE}:SELECTIONS"})
-    global_normalize: str | None = field(
-        default=None, metadata={"choices": f"{_ENGINE}:NORMALIZATIONS"}
+    model: str = _option(
+        "mlp", "what", "model name (`dstlab list models`)", choices="dstlab.models:MODELS"
     )
-    gamma: float = 1.0
-    score_smoothing: float | None = None
-    update_position: str = field(
-        default="before", metadata={"choices": f"{_ENGINE}:UPDATE_POSITIONS"}
+    mode: str = _option("dst", "what", "dense, static sparse or dynamic sparse", choices=MODES)
+    # the sparse network (names match dstlab.DST keywords)
+    density: float = _option(
+        0.1, "topology", "fraction of active weights in the sparse layers, in (0, 1]", dst=True
     )
-    shadow_criteria: tuple[str, ...] = field(
-        default=(), metadata={"choices": f"{_CRITERIA}:list_pruners"}
+    prune: str = _option(
+        "magnitude",
+        "update",
+        "pruning criterion (`dstlab list criteria`)",
+        choices=f"{_CRITERIA}:list_pruners",
+        dst=True,
+    )
+    grow: str = _option(
+        "random",
+        "update",
+        "growth criterion (`dstlab list criteria`)",
+        choices=f"{_CRITERIA}:list_growers",
+        dst=True,
+    )
+    distribution: str = _option(
+        "erk",
+        "topology",
+        "per-layer densities",
+        choices="dstlab.topology.distributions:DISTRIBUTIONS",
+        dst=True,
+    )
+    erk_power: float = _option(1.0, "topology", "power applied to the ER/ERK scores", dst=True)
+    dense_layers: tuple[str, ...] = _option(
+        (), "topology", "comma-separated parameter names or patterns kept dense", dst=True
+    )
+    update_every: int = _option(
+        100, "update", "optimizer steps between topology updates (ΔT)", dst=True
+    )
+    update_start: float = _option(
+        0.0, "update", "first update, as a fraction of all steps", dst=True
+    )
+    update_end: float = _option(1.0, "update", "last update, as a fraction of all steps", dst=True)
+    drop_fraction: float = _option(
+        0.5,
+        "update",
+        "initial fraction of each layer's active weights replaced at an update",
+        dst=True,
+    )
+    drop_fraction_min: float = _option(
+        0.005, "update", "final drop fraction of the decay", dst=True
+    )
+    decay: str = _option(
+        "cosine",
+        "update",
+        "drop-fraction decay",
+        choices="dstlab.topology.schedules:DECAYS",
+        dst=True,
+    )
+    selection: str = _option(
+        "local",
+        "update",
+        "per-layer (local) or global pruning",
+        choices=f"{_ENGINE}:SELECTIONS",
+        dst=True,
+    )
+    global_normalize: str | None = _option(
+        None,
+        "update",
+        "score normalisation for global pruning",
+        choices=f"{_ENGINE}:NORMALIZATIONS",
+        dst=True,
+    )
+    gamma: float = _option(1.0, "update", "MEST's gradient weight γ", dst=True)
+    score_smoothing: float | None = _option(
+        None, "update", "EMA factor β for criterion scores between updates (or none)", dst=True
+    )
+    update_position: str = _option(
+        "before",
+        "update",
+        "topology update before or after the optimizer step",
+        choices=f"{_ENGINE}:UPDATE_POSITIONS",
+        dst=True,
+    )
+    shadow_criteria: tuple[str, ...] = _option(
+        (),
+        "update",
+        "comma-separated criteria compared against the acting one at each update",
+        choices=f"{_CRITERIA}:list_pruners",
+        dst=True,
+        observer=True,
     )
     # "mask similarity at the start": before training, record what each shadow criterion would
     # remove from the initial network at each of these constant fractions (SPEC §6)
-    start_similarity: tuple[float, ...] = ()
-    backend: str = field(
-        default="masked", metadata={"choices": "dstlab.topology.backends:backend_names"}
+    start_similarity: tuple[float, ...] = _option(
+        (),
+        "topology",
+        "comma-separated fractions: criteria similarity on the initial network",
+        observer=True,
+    )
+    backend: str = _option(
+        "masked",
+        "topology",
+        "masked (dense tensors with masks) or sparse (CPU Linear layers stored sparse)",
+        choices="dstlab.topology.backends:backend_names",
+        dst=True,
     )
     # optimisation
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    lr_schedule: str = field(default="step", metadata={"choices": LR_SCHEDULES})
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    dropout: float = 0.0
+    epochs: int = _option(30, "optimisation", "training epochs")
+    batch_size: int = _option(64, "optimisation", "samples per micro-batch and process")
+    optimizer: str = _option("sgd", "optimisation", "optimizer", choices=OPTIMIZERS)
+    lr: float = _option(0.05, "optimisation", "initial learning rate")
+    momentum: float = _option(0.9, "optimisation", "SGD momentum")
+    nesterov: bool = _option(True, "optimisation", "Nesterov momentum (SGD)")
+    weight_decay: float = _option(5e-4, "optimisation", "weight decay")
+    lr_schedule: str = _option(
+        "step",
+        "optimisation",
+        "learning-rate schedule (step: ×0.1 at 50% and 75% of epochs)",
+        choices=LR_SCHEDULES,
+    )
+    warmup_epochs: int = _option(0, "optimisation", "epochs of linear learning-rate warm-up")
+    label_smoothing: float = _option(0.0, "optimisation", "label smoothing of the loss")
+    dropout: float = _option(0.0, "optimisation", "dropout probability of the models that have it")
     # epochs at which the step schedule multiplies the lr by 0.1 (empty: 50 % and 75 % of epochs)
-    lr_milestones: tuple[int, ...] = ()
+    lr_milestones: tuple[int, ...] = _option(
+        (),
+        "optimisation",
+        "comma-separated epochs of the step schedule's ×0.1 (none: 50% and 75%)",
+    )
     # weight decay on batch-norm parameters too (the study's ImageNet runs exempt them)
-    bn_weight_decay: bool = True
+    bn_weight_decay: bool = _option(
+        True, "optimisation", "weight decay on batch-norm parameters too"
+    )
     # autocast dtype of the forward pass (fp16 adds a gradient scaler); micro-batches per step
-    precision: str = field(default="32", metadata={"choices": PRECISIONS})
-    accumulate: int = 1
+    precision: str = _option(
+        "32",
+        "optimisation",
+        "forward-pass precision (fp16 scales the loss)",
+        choices=PRECISIONS,
+    )
+    accumulate: int = _option(
+        1,
+        "optimisation",
+        "micro-batches per optimizer step (update_every counts optimizer steps)",
+    )
     # data handling
-    val_fraction: float = 0.1
-    augment: bool = True
-    seed: int = 0
+    val_fraction: float = _option(
+        0.1, "data", "fraction of the training set held out for validation"
+    )
+    augment: bool = _option(True, "data", "training-set augmentation where the dataset defines one")
+    seed: int = _option(0, "data", "seed of every random choice of the run")
     # environment: does not change the result on one device, so not part of a run's identity
-    data_dir: str | None = field(default=None, metadata={"identity": False})
-    threads: int | None = field(default=None, metadata={"identity": False})
-    device: str = field(default="auto", metadata={"identity": False, "choices": DEVICES})
-    # seconds between mid-epoch checkpoints (0: after every step); one is always written at
-    # each epoch end, so a kill loses at most this much work
-    checkpoint_seconds: float = field(default=30.0, metadata={"identity": False})
-    # experiment trackers that also receive the metrics (tensorboard, wandb, mlflow)
-    log: tuple[str, ...] = field(default=(), metadata={"identity": False})
+    data_dir: str | None = _option(
+        None, "environment", "folder holding dataset files (default: $DSTLAB_DATA)"
+    )
+    threads: int | None = _option(None, "environment", "CPU threads for torch")
+    device: str = _option("auto", "environment", "device to train on", choices=DEVICES)
+    # one checkpoint is always written at each epoch end, so a kill loses at most this much work
+    checkpoint_seconds: float = _option(
+        30.0, "environment", "seconds between mid-epoch checkpoints (0: after every step)"
+    )
+    log: tuple[str, ...] = _option(
+        (),
+        "environment",
+        "comma-separated experiment trackers also receiving the metrics",
+        choices="dstlab.integrations.trackers:TRACKERS",
+    )
     # scale: data-parallel processes (batch_size is per process; the identity holds the global
     # batch nproc × batch_size instead, so 2 × 16 and 1 × 32 are the same run) and torch.compile
-    nproc: int = field(default=1, metadata={"identity": False})
-    compile: bool = field(default=False, metadata={"identity": False})
+    nproc: int = _option(
+        1, "scale", "data-parallel processes on this host (torch's elastic launcher, like torchrun)"
+    )
+    compile: bool = _option(False, "scale", "torch.compile the model for training")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -130,7 +269,7 @@ class RunConfig:
         values = {
             f.name: v
             for f, v in zip(fields(self), self.to_dict().values(), strict=True)
-            if f.metadata.get("identity", True)
+            if f.name in IDENTITY_OPTIONS
         }
         values["batch_size"] = self.global_batch
         return values
@@ -148,12 +287,48 @@ _FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}
 _FIELDS = {f.name: f for f in fields(RunConfig)}
 
 
+def options_in(*groups: str) -> tuple[str, ...]:
+    """The RunConfig options of these groups, in field order."""
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown option group(s) {sorted(unknown)}; groups are {GROUPS}.")
+    return tuple(f.name for f in fields(RunConfig) if f.metadata["group"] in groups)
+
+
+def _flagged(flag: str) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(RunConfig) if f.metadata.get(flag, False))
+
+
+#: the options handed to dstlab.DST under the same keyword
+DST_OPTIONS = _flagged("dst")
+#: options that record something about a run without changing its training
+OBSERVERS = _flagged("observer")
+#: options that only matter for a sparse network (a dense run resets them)
+SPARSE_OPTIONS = options_in(*SPARSE_GROUPS)
+#: options of the topology *updates* (a static run resets them)
+UPDATE_OPTIONS = options_in("update")
+#: the options that decide a run's result (its identity; a study's run id hashes them)
+IDENTITY_OPTIONS = options_in(*(g for g in GROUPS if g not in NOT_IDENTITY_GROUPS))
+
+
+def help_text(option: str) -> str:
+    """The one-line help of RunConfig option ``option``."""
+    return _FIELDS[option].metadata["help"]
+
+
+def group(option: str) -> str:
+    """The group (:data:`GROUPS`) of RunConfig option ``option``."""
+    return _FIELDS[option].metadata["group"]
+
+
 def choices(option: str) -> tuple[Any, ...] | None:
     """The values RunConfig option ``option`` may take (for a list option: each item), or None
     when any value of its type will do."""
     spec = _FIELDS[option].metadata.get("choices")
     if spec is None or isinstance(spec, tuple):
         return spec
+    # imported here, not at the top, so that importing this module stays light; a failed import
+    # is an error (a check that is skipped silently is worse than none)
     module, _, attribute = spec.partition(":")
     owner = getattr(importlib.import_module(module), attribute)
     return tuple(owner() if callable(owner) else owner)
@@ -236,10 +411,6 @@ def _validate(c: RunConfig) -> None:
         )
     if c.start_similarity and c.mode == "dense":
         raise ConfigError("start_similarity needs mode static or dst (a dense run has no masks).")
-    if c.log:
-        from dstlab.integrations.trackers import check_names
-
-        check_names(c.log)
     if c.lr_milestones and (
         c.lr_schedule != "step"
         or list(c.lr_milestones) != sorted(set(c.lr_milestones))

@@ -141,7 +141,7 @@ def launch_and_record(argv: list[str], nproc: int, out: Any) -> None:
             from dstlab.run.loop import _result
 
             out.mkdir(parents=True, exist_ok=True)
-            files.write_json(out / files.RESULT, _result("failed", error=str(error)))
+            files.write_json(out / files.RESULT, _result(files.FAILED, error=str(error)))
         raise
 
 

@@ -1,5 +1,5 @@
-"""The files of a run directory: atomic writes, the metrics log that a resume can cut back, and
-the checkpoint."""
+"""The files of a run directory (their names, and the statuses result.json can hold): atomic
+writes, the metrics log that a resume can cut back, and the checkpoint."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 CHECKPOINT = "checkpoint.pt"
+
+# the statuses a run ends with (result.json's "status")
+DONE = "done"
+DIVERGED = "diverged"
+FAILED = "failed"
+#: a run that ended on its own: resuming it returns its result instead of training again
+FINAL = (DONE, DIVERGED)
 
 
 def json_safe(value: Any) -> Any:
@@ -99,12 +106,28 @@ class MetricsLog:
             self._file.close()
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Every record of a metrics.jsonl (empty when the file is missing)."""
-    if not Path(path).exists():
+def read_metrics(path: str | Path | None) -> list[dict[str, Any]]:
+    """Every record of a metrics.jsonl, given the file or its run directory (empty when there is
+    none); a torn line (the last one of a killed run) is skipped."""
+    if not path:
         return []
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS
+    if not path.is_file():
+        return []
+    records = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ many processes wrote them."""
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import os
 import sys
@@ -26,26 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dstlab.errors import ConfigError, DataError, DstlabError
-from dstlab.run import distributed, files
-from dstlab.run.config import RunConfig
+from dstlab.run import distributed, files, start_similarity
+from dstlab.run.config import DST_OPTIONS, RunConfig
 from dstlab.run.distributed import Group
 from dstlab.run.optim import lr_at, make_optimizer
+from dstlab.run.start_similarity import batch_loss
 from dstlab.topology.criteria import NonFiniteScoreError
-
-# RunConfig fields handed to dstlab.DST under the same keyword
-DST_KEYS = (
-    "density", "prune", "grow", "distribution", "erk_power", "dense_layers", "update_every",
-    "update_start", "update_end", "drop_fraction", "drop_fraction_min", "decay", "selection",
-    "global_normalize", "gamma", "score_smoothing", "update_position", "shadow_criteria", "backend",
-)  # fmt: skip
 
 EVAL_BATCH = 1024
 _AUG_SEED_OFFSET = 0x5EED  # the augmentation stream differs from the model-init stream
-_FINAL = ("done", "diverged")
 _RANK_SEED_STEP = 1_000_003  # ranks > 0 draw dropout and augmentation from their own streams
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -64,7 +55,6 @@ def train(
     a run that already finished returns its stored result. A non-finite loss ends the run as
     `diverged`; any other exception writes a `failed` result.json and is re-raised. `tags`
     (e.g. a study's name and grid point) go to the trackers of `config.log`."""
-    _check_names(config)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -72,13 +62,13 @@ def train(
         raise ConfigError(f"cannot create the run directory {out} ({error.strerror}).") from None
     previous = files.read_json(out / files.RESULT)
     has_checkpoint = (out / files.CHECKPOINT).exists()
-    if not resume and (has_checkpoint or (previous or {}).get("status") in _FINAL):
+    if not resume and (has_checkpoint or (previous or {}).get("status") in files.FINAL):
         raise ConfigError(
             f"{out} already holds a run; continue it with --resume {out} or choose another --out."
         )
     if resume:
         _check_same_run(out, config)
-        if previous is not None and previous.get("status") in _FINAL:
+        if previous is not None and previous.get("status") in files.FINAL:
             return previous
     device = _rank_device(config.device)
     group = distributed.join(device)
@@ -106,7 +96,7 @@ def train(
         if group.size > 1:
             text = f"rank {group.rank}: {text}"
         result = _result(
-            "failed",
+            files.FAILED,
             error=text,
             steps=run.step if run else 0,
             epochs=run.epoch if run else 0,
@@ -143,27 +133,6 @@ def pick_device(name: str) -> torch.device:
     if (name == "cuda" and not torch.cuda.is_available()) or (name == "mps" and not has_mps):
         raise ConfigError(f"device '{name}' is not available here; use --device auto or cpu.")
     return torch.device(name)
-
-
-def _check_names(c: RunConfig) -> None:
-    """Unknown names fail before a run directory is made (typos leave nothing behind)."""
-    from dstlab.data import list_datasets
-    from dstlab.models import list_models
-    from dstlab.topology.criteria import list_growers, list_pruners
-
-    checks = [("dataset", [c.data], list_datasets()), ("model", [c.model], list_models())]
-    if c.mode != "dense":
-        pruners = list_pruners()
-        checks += [
-            ("pruning criterion", [c.prune, *c.shadow_criteria], pruners),
-            ("growth criterion", [c.grow], list_growers()),
-        ]
-    for what, names, known in checks:
-        for name in names:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"unknown {what} '{name}'{hint}; known: {', '.join(known)}.")
 
 
 def _check_same_run(out: Path, config: RunConfig) -> None:
@@ -328,7 +297,7 @@ class _Run:
             return None
         from dstlab import DST
 
-        options = {k: getattr(c, k) for k in DST_KEYS}
+        options = {k: getattr(c, k) for k in DST_OPTIONS}
         options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
         return DST(
             self.model,
@@ -368,17 +337,9 @@ class _Run:
         self, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean or summed loss, number of correct predictions) of one batch."""
-        smoothing = self.config.label_smoothing
-        if self.binary:
-            target = y.to(out.dtype).view_as(out)
-            if smoothing:
-                target = target * (1.0 - smoothing) + 0.5 * smoothing
-            loss = F.binary_cross_entropy_with_logits(out, target, reduction=reduction)
-            correct = ((out.view(-1) > 0) == (y.view(-1) > 0.5)).sum()
-        else:
-            loss = F.cross_entropy(out, y, label_smoothing=smoothing, reduction=reduction)
-            correct = (out.argmax(dim=1) == y).sum()
-        return loss, correct
+        return batch_loss(
+            out, y, binary=self.binary, smoothing=self.config.label_smoothing, reduction=reduction
+        )
 
     def _batch(self, split: Any, idx: torch.Tensor, train: bool) -> tuple[torch.Tensor, ...]:
         x, y = split.take(idx)
@@ -542,7 +503,7 @@ class _Run:
             test_best = self.accuracy(self.ds.test)
             self.model.load_state_dict(final_state)
         result = _result(
-            "diverged" if diverged_step else "done",
+            files.DIVERGED if diverged_step else files.DONE,
             test_acc=test_acc,
             best_val_acc=self.best["val_acc"],
             test_acc_best_val=test_best,
@@ -591,8 +552,8 @@ class _Run:
         return sum(int(m.sum()) for m in masks) / total if total else 1.0
 
     def _start_similarity(self) -> None:
-        """SPEC §6 "at the start": what each criterion would remove from the initial network,
-        judged on one batch's gradient, at each fraction; the run itself is left untouched."""
+        """SPEC §6 "at the start" on the first batch of the first epoch's order; the run itself
+        is left untouched."""
         c = self.config
         criteria = list(c.shadow_criteria)
         if not criteria:
@@ -602,13 +563,19 @@ class _Run:
         criteria = list(dict.fromkeys([c.prune, *criteria]))
         rng, state = _get_rng(self.device), _clone_state(self.model)
         x, y = self._batch(self.ds.train, self._order(0)[: c.batch_size], train=False)
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        self._loss(self.model(x), y)[0].backward()
-        for fraction in c.start_similarity:
-            similarity = self.dst.compare_criteria(criteria, fraction=fraction)
-            self._log({"kind": "start_similarity", "fraction": fraction, "similarity": similarity})
-        self.optimizer.zero_grad(set_to_none=True)
+        measured = start_similarity.measure(
+            self.dst, lambda: self._loss(self.model(x), y)[0], criteria, c.start_similarity
+        )
+        for fraction, similarity in measured.items():
+            layers = similarity.pop("layers")
+            self._log(
+                {
+                    "kind": "start_similarity",
+                    "fraction": fraction,
+                    "similarity": similarity,
+                    "layers": layers,
+                }
+            )
         self.model.load_state_dict(state)  # batch-norm statistics of that forward pass
         _set_rng(self.device, rng)  # dropout of that forward pass
 

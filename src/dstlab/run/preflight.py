@@ -15,15 +15,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from dstlab.errors import ConfigError, DstlabError, MissingDependency
-from dstlab.run.config import RunConfig
-from dstlab.run.loop import DST_KEYS
+from dstlab.run.config import DST_OPTIONS, RunConfig
 
 # RunConfig fields that can decide whether the model or DST can be built: not the seed, the
 # data folder or the backend (which only changes how masks are stored)
 _MODEL_KEYS = ("model", "data", "dropout")
 _ENGINE_KEYS = (
     "mode", "epochs", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-    *(k for k in DST_KEYS if k != "backend"),
+    *(k for k in DST_OPTIONS if k != "backend"),
 )  # fmt: skip
 _SAMPLES = 2  # batch norm in eval mode takes any batch; two keeps "batch" and "sample" apart
 
@@ -84,7 +83,7 @@ class BuildCheck:
             except ValueError as error:  # torch's check of lr, momentum, weight decay
                 reason = str(error).rstrip(".")
                 raise ConfigError(f"the optimizer refuses these options: {reason}.") from None
-            options = {k: getattr(config, k) for k in DST_KEYS}
+            options = {k: getattr(config, k) for k in DST_OPTIONS}
             options["backend"] = "masked"  # the sparse one needs real tensors
             DST(
                 model,

@@ -11,19 +11,15 @@ if TYPE_CHECKING:
 
 __all__ = ["export_results", "load_spec", "read_results", "run_id", "run_study"]
 
-_HOMES = {
-    "export_results": "dstlab.study.results",
-    "read_results": "dstlab.study.results",
-    "run_study": "dstlab.study.runner",
-    "load_spec": "dstlab.study.spec",
-    "run_id": "dstlab.study.spec",
-}
-
 
 def __getattr__(name: str) -> Any:
     # lazy, so `import dstlab.study` stays cheap (pandas loads only when results are read)
-    if name in _HOMES:
-        import importlib
-
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'dstlab.study' has no attribute {name!r}")
+    if name in ("export_results", "read_results"):
+        from dstlab.study import results as home
+    elif name == "run_study":
+        from dstlab.study import runner as home
+    elif name in ("load_spec", "run_id"):
+        from dstlab.study import spec as home
+    else:
+        raise AttributeError(f"module 'dstlab.study' has no attribute {name!r}")
+    return getattr(home, name)

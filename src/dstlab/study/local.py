@@ -98,9 +98,6 @@ class LocalExecutor:
         slot.task = task
         slot.conn.send(task)
 
-    def busy(self) -> int:
-        return sum(s.task is not None for s in self._slots)
-
     def wait(self, timeout: float) -> list[Outcome]:
         busy = [s for s in self._slots if s.task is not None]
         if not busy:

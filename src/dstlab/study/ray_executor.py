@@ -66,9 +66,6 @@ class RayExecutor:
         ref = self._remote.remote(task, self._run_fn, self._threads)
         self._pending[ref] = task.run_id
 
-    def busy(self) -> int:
-        return len(self._pending)
-
     def wait(self, timeout: float) -> list[Outcome]:
         if not self._pending:
             return []

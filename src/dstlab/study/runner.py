@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dstlab.errors import ConfigError
+from dstlab.run import files
 from dstlab.study.preflight import check_spec
 from dstlab.study.results import RUNS_DIR
 from dstlab.study.spec import StudySpec, load_spec
@@ -31,7 +32,6 @@ class Executor(Protocol):
     capacity: int
 
     def submit(self, task: Task) -> None: ...
-    def busy(self) -> int: ...
     def wait(self, timeout: float) -> list[Outcome]: ...
     def close(self, kill: bool = False) -> None: ...
 
@@ -220,7 +220,7 @@ def _prepare(
     """The task for a claim, or the run's final result when its result.json already says so.
     ``wipe`` clears a dead attempt's files before a fresh start."""
     run_dir = out / RUNS_DIR / claim.run_id
-    result_file = run_dir / "result.json"
+    result_file = run_dir / files.RESULT
     if result_file.is_file():
         try:
             result = json.loads(result_file.read_text())
@@ -228,7 +228,7 @@ def _prepare(
             result = {}
         if result.get("status") in FINAL:
             return result
-    resume = (run_dir / "checkpoint.pt").is_file()
+    resume = (run_dir / files.CHECKPOINT).is_file()
     if wipe and not resume and run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh start must not mix with a dead attempt's files
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,10 @@ mappings; the union of their products, each combined with ``base``). Without a g
 is one run. Everything is validated before anything runs.
 
 Irrelevant options are normalised so that equal runs get equal ids (the rule, documented in
-the README): ``mode: dense`` resets every topology option to its default and density to 1.0;
-``mode: static`` resets every option of the topology *updates* (criteria, update period, drop
-fraction and its decay, selection, shadow criteria); ``gamma`` is reset unless ``mest`` is the
+the README): ``mode: dense`` resets every topology option (RunConfig's groups ``topology`` and ``update``)
+to its default and density to 1.0; ``mode: static`` resets every option of the topology
+*updates* (group ``update``: criteria, update period, drop fraction and its decay, selection,
+shadow criteria); ``gamma`` is reset unless ``mest`` is the
 pruning or a shadow criterion; ``global_normalize`` is reset unless ``selection: global``.
 """
 
@@ -27,24 +28,11 @@ import yaml
 
 from dstlab.errors import ConfigError
 from dstlab.registry import did_you_mean
-from dstlab.run.config import RunConfig
+from dstlab.run.config import SPARSE_OPTIONS, UPDATE_OPTIONS, RunConfig
 
 SPEC_KEYS = ("name", "description", "base", "grid", "grids")
 RUN_KEYS = tuple(f.name for f in fields(RunConfig))
 _DEFAULTS = RunConfig()
-
-# options that only matter for a sparse network / for topology updates
-_TOPOLOGY_KEYS = (
-    "density", "prune", "grow", "distribution", "erk_power", "dense_layers", "update_every",
-    "update_start", "update_end", "drop_fraction", "drop_fraction_min", "decay", "selection",
-    "global_normalize", "gamma", "score_smoothing", "update_position", "shadow_criteria",
-    "start_similarity", "backend",
-)  # fmt: skip
-_UPDATE_KEYS = (
-    "prune", "grow", "update_every", "update_start", "update_end", "drop_fraction",
-    "drop_fraction_min", "decay", "selection", "global_normalize", "gamma", "score_smoothing",
-    "update_position", "shadow_criteria",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,10 +62,10 @@ def normalise(config: RunConfig) -> RunConfig:
     """Reset options that cannot change this run's result (see the module docstring)."""
     reset: dict[str, Any] = {}
     if config.mode == "dense":
-        reset = {k: getattr(_DEFAULTS, k) for k in _TOPOLOGY_KEYS}
+        reset = {k: getattr(_DEFAULTS, k) for k in SPARSE_OPTIONS}
         reset["density"] = 1.0
     elif config.mode == "static":
-        reset = {k: getattr(_DEFAULTS, k) for k in _UPDATE_KEYS}
+        reset = {k: getattr(_DEFAULTS, k) for k in UPDATE_OPTIONS}
     merged = dataclasses.replace(config, **reset)
     more: dict[str, Any] = {}
     if "mest" not in (merged.prune, *merged.shadow_criteria):

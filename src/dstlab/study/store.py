@@ -19,11 +19,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from dstlab.run.config import RunConfig
+from dstlab.run import files
+from dstlab.run.config import IDENTITY_OPTIONS, RunConfig
 
 STORE_FILE = "store.sqlite"
-STATUSES = ("pending", "running", "done", "failed", "diverged")
-FINAL = ("done", "diverged")
+STATUSES = ("pending", "running", files.DONE, files.FAILED, files.DIVERGED)
+FINAL = files.FINAL
 # result.json fields kept as columns; the config's `epochs` keeps its name, so the result's
 # completed epoch count is stored as `epochs_run`
 RESULT_COLUMNS = {
@@ -63,7 +64,7 @@ def _sql_type(field_type: str) -> str:
 
 
 CONFIG_COLUMNS = {
-    f.name: _sql_type(str(f.type)) for f in fields(RunConfig) if f.metadata.get("identity", True)
+    f.name: _sql_type(str(f.type)) for f in fields(RunConfig) if f.name in IDENTITY_OPTIONS
 }
 
 

@@ -1,4 +1,5 @@
-"""`dstlab similarity`: the "at the start" experiment on a real model, data and engine."""
+"""`dstlab similarity`: the "at the start" experiment on a real model, data and engine, measured
+by run/ (the same measurement a run records before its first step) and shown by analysis/."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dstlab.analysis.start_similarity import matrices, random_levels, start_similarity
+from dstlab.analysis.similarity import removal_count
+from dstlab.analysis.start_similarity import matrices, random_levels
 from dstlab.cli import main
 from dstlab.errors import ConfigError
+from dstlab.run.start_similarity import start_similarity
+from dstlab.topology.schedules import count_to_replace
 
 CRITERIA = ["magnitude", "set", "snip", "random"]
 
@@ -94,3 +98,41 @@ def test_cli_bad_fraction_is_one_sentence(capsys):
     code = main(["similarity", "--model", "mlp", "--data", "digits", "--fractions", "half"])
     assert code == 2
     assert "--fractions must be comma-separated numbers" in capsys.readouterr().err
+
+
+def test_each_fraction_carries_its_layer_counts_as_the_engine_removes_them():
+    result = start_similarity("mlp", "digits", 0.2, [0.5, 0.1], ["magnitude", "random"])
+    for fraction, sim in result.items():
+        assert sim["selection"] == "local" and set(sim["layers"]) == set(sim["per_layer"])
+        for counts in sim["layers"].values():
+            assert counts["active"] > 0
+            assert counts["removed"] == count_to_replace(fraction, counts["active"])
+
+
+def test_the_analysis_counts_removals_as_the_engine_does():
+    for active in (0, 1, 7, 10, 99, 1000):
+        for fraction in (0.001, 0.0625, 0.1, 0.25, 0.3, 0.5, 0.7, 1.0):
+            assert removal_count(fraction, active) == count_to_replace(fraction, active)
+
+
+def test_a_runs_start_records_carry_the_counts_of_its_random_level(tmp_path):
+    from dstlab.analysis.similarity import collect, random_jaccard
+    from dstlab.run import train
+    from dstlab.run.files import read_metrics
+
+    from .conftest import small
+
+    config = small(
+        epochs=1, update_every=1000, shadow_criteria=("random",), start_similarity=(0.5,)
+    )
+    train(config, tmp_path, progress=False)
+    (start,) = [r for r in read_metrics(tmp_path) if r["kind"] == "start_similarity"]
+    layers = start["layers"]
+    assert layers and all(
+        c["removed"] == count_to_replace(0.5, c["active"]) for c in layers.values()
+    )
+    # no update record to fall back on: the level comes from the start record's own counts
+    runs = pd.DataFrame({"run_id": ["r"], "run_dir": [str(tmp_path)]})
+    level = collect(runs, read_metrics).start["random"].unique()
+    sizes = [(c["active"], c["removed"], c["removed"]) for c in layers.values()]
+    assert level == pytest.approx([random_jaccard(sizes)])

@@ -1,0 +1,132 @@
+"""The "mask similarity at the start" experiment (SPEC §6): what each pruning criterion would
+remove from the initial sparse network, judged on one batch's gradient (no training step), at
+constant fractions.
+
+One measurement, two callers: a run with the ``start_similarity`` option records it before its
+first step (``dstlab.run.loop``), and ``dstlab similarity`` runs it alone on a freshly built
+model (:func:`start_similarity`). Each fraction gives the engine's similarity dict (criteria,
+pooled and per-layer Jaccard) and each layer's candidates and removal size, the numbers the
+random-removal baseline of the report needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dstlab.errors import ConfigError
+
+DEFAULT_FRACTIONS = (0.5, 0.25, 0.125, 0.0625)
+
+
+def batch_loss(
+    out: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    binary: bool,
+    smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean or summed loss, number of correct predictions) of one batch: binary cross-entropy
+    on one logit for a binary task, cross-entropy otherwise, with label smoothing."""
+    if binary:
+        target = y.to(out.dtype).view_as(out)
+        if smoothing:
+            target = target * (1.0 - smoothing) + 0.5 * smoothing
+        loss = F.binary_cross_entropy_with_logits(out, target, reduction=reduction)
+        correct = ((out.view(-1) > 0) == (y.view(-1) > 0.5)).sum()
+    else:
+        loss = F.cross_entropy(out, y, label_smoothing=smoothing, reduction=reduction)
+        correct = (out.argmax(dim=1) == y).sum()
+    return loss, correct
+
+
+def measure(
+    dst: Any,
+    loss_of: Callable[[], torch.Tensor],
+    criteria: Sequence[str],
+    fractions: Sequence[float],
+) -> dict[float, dict[str, Any]]:
+    """Back-propagate ``loss_of()`` (one batch's loss on the model ``dst`` wraps) and compare
+    ``criteria`` at each fraction: {fraction: the engine's similarity dict plus ``layers``,
+    {name: {"active": N, "removed": a}}}. The gradients are cleared again; restoring anything
+    else the forward pass touched (batch-norm statistics, random streams) is the caller's."""
+    from dstlab.topology.schedules import count_to_replace
+
+    dst.optimizer.zero_grad(set_to_none=True)
+    dst.model.train()
+    loss_of().backward()
+    out = {}
+    for fraction in fractions:
+        similarity = dst.compare_criteria(list(criteria), fraction=float(fraction))
+        similarity["layers"] = {
+            t.name: {"active": t.active, "removed": count_to_replace(float(fraction), t.active)}
+            for t in dst.targets
+        }
+        out[float(fraction)] = similarity
+    dst.optimizer.zero_grad(set_to_none=True)
+    return out
+
+
+def start_similarity(
+    model: str,
+    data: str,
+    density: float = 0.2,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    criteria: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    batch_size: int = 128,
+    distribution: str = "erk",
+    data_dir: str | None = None,
+) -> dict[float, dict]:
+    """Build ``model`` for ``data``, draw the initial sparse topology at ``density`` and
+    :func:`measure` on one batch of the training split: {fraction: similarity dict with
+    ``layers`` and the engine's ``selection``}. ``criteria`` defaults to every pruner."""
+    from dstlab import DST
+    from dstlab.data import load_dataset
+    from dstlab.models import create_model
+    from dstlab.topology.criteria import list_pruners
+
+    known = list_pruners()
+    criteria = list(dict.fromkeys(criteria or known))
+    unknown = [c for c in criteria if c not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown pruning criterion {unknown[0]!r}; choose from {', '.join(known)}."
+        )
+    if len(criteria) < 2:
+        raise ConfigError(f"give at least two criteria to compare, got {criteria}.")
+    if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
+        raise ConfigError(f"fractions must each be in (0, 1], got {list(fractions)}.")
+    if not 0.0 < density <= 1.0:
+        raise ConfigError(f"density must be in (0, 1], got {density}.")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive whole number, got {batch_size}.")
+
+    torch.manual_seed(seed)
+    ds = load_dataset(data, data_dir=data_dir, seed=seed, augment=False)
+    net = create_model(model, input_shape=ds.input_shape, num_classes=ds.num_classes)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    dst = DST(
+        net,
+        optimizer,
+        density=density,
+        prune=criteria[0],
+        distribution=distribution,
+        total_steps=1,
+        seed=seed,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    x, y = ds.train.take(torch.randperm(len(ds.train), generator=gen)[:batch_size])
+    x = ds.prepare(x, train=False)
+
+    def loss_of() -> torch.Tensor:
+        return batch_loss(net(x), y, binary=ds.num_classes == 1)[0]
+
+    result = measure(dst, loss_of, criteria, fractions)
+    for similarity in result.values():
+        similarity["selection"] = dst.selection
+    return result

@@ -1,0 +1,96 @@
+"""RunConfig's field metadata is the one source of truth for what each run option is: every list
+of options elsewhere (the engine's keywords, a study's normalisation, the report's baselines,
+the CLI's help) is derived from it, so adding an option is one field."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+from dstlab import DST
+from dstlab.analysis import results
+from dstlab.cli import build_parser
+from dstlab.run import config as cfg
+from dstlab.run import preflight
+from dstlab.run.config import RunConfig
+from dstlab.study.spec import normalise
+
+FIELDS = dataclasses.fields(RunConfig)
+
+
+def _names(keep) -> tuple[str, ...]:
+    return tuple(f.name for f in FIELDS if keep(f.metadata))
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.name)
+def test_each_option_has_a_group_and_one_line_of_help(field):
+    assert field.metadata["group"] in cfg.GROUPS
+    text = field.metadata["help"]
+    assert text.strip() and "\n" not in text and not text.endswith(".")
+
+
+def test_the_derived_lists_are_what_the_metadata_says():
+    assert _names(lambda m: m.get("dst")) == cfg.DST_OPTIONS
+    assert _names(lambda m: m.get("observer")) == cfg.OBSERVERS
+    assert _names(lambda m: m["group"] in ("topology", "update")) == cfg.SPARSE_OPTIONS
+    assert _names(lambda m: m["group"] == "update") == cfg.UPDATE_OPTIONS
+    assert _names(lambda m: m["group"] not in ("environment", "scale")) == cfg.IDENTITY_OPTIONS
+    assert set(RunConfig().identity()) == set(cfg.IDENTITY_OPTIONS)
+    # the report neutralises a baseline's sparse-only options, except the observers and density
+    assert set(cfg.OBSERVERS) == results._OBSERVERS
+    assert set(cfg.SPARSE_OPTIONS) - set(cfg.OBSERVERS) - {"density"} == results._TOPOLOGY
+    assert results._TOPOLOGY - set(cfg.UPDATE_OPTIONS) == results._STATIC_KEEPS
+    assert set(cfg.DST_OPTIONS) - {"backend"} <= set(preflight._ENGINE_KEYS)
+
+
+def test_the_options_flagged_dst_are_exactly_the_engines_keywords_a_run_has():
+    keywords = set(inspect.signature(DST.__init__).parameters)
+    # model and optimizer are objects the run builds; the seed reaches DST too, but it seeds
+    # everything else as well, so it is passed on its own
+    built = {"model", "optimizer", "seed"}
+    assert set(cfg.DST_OPTIONS) == (keywords & {f.name for f in FIELDS}) - built
+
+
+def test_options_in_refuses_an_unknown_group():
+    with pytest.raises(ValueError, match="unknown option group"):
+        cfg.options_in("topolgy")
+
+
+def test_normalisation_resets_exactly_the_sparse_and_the_update_groups():
+    changed = RunConfig(
+        density=0.3, prune="snip", grow="gradient", distribution="er", erk_power=0.5,
+        dense_layers=("fc1.weight",), update_every=7, update_start=0.1, update_end=0.9,
+        drop_fraction=0.3, drop_fraction_min=0.01, decay="linear", selection="global",
+        global_normalize="layer_sum", gamma=2.0, score_smoothing=0.5, update_position="after",
+        shadow_criteria=("set",), start_similarity=(0.5,), backend="sparse", epochs=3,
+    )  # fmt: skip
+    assert {f.name for f in FIELDS if getattr(changed, f.name) != getattr(RunConfig(), f.name)} == {
+        *cfg.SPARSE_OPTIONS,
+        "epochs",
+    }, "the config above must change every sparse option (add the new one)"
+    default = RunConfig()
+    for mode, reset in (("dense", cfg.SPARSE_OPTIONS), ("static", cfg.UPDATE_OPTIONS)):
+        # a dense run cannot even ask for start_similarity (it has no masks)
+        extra = {"start_similarity": ()} if mode == "dense" else {}
+        out = normalise(changed.replace(mode=mode, **extra))
+        kept = {f.name for f in FIELDS if getattr(out, f.name) == getattr(changed, f.name)}
+        assert out.epochs == 3
+        for name in reset:
+            expected = 1.0 if (mode, name) == ("dense", "density") else getattr(default, name)
+            assert getattr(out, name) == expected, (mode, name)
+        assert set(cfg.SPARSE_OPTIONS) - set(reset) <= kept
+
+
+def test_the_cli_help_of_each_option_is_its_metadata_plus_its_choices():
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    formatter = train._get_formatter()
+    actions = {a.dest.removeprefix("option_"): a for a in train._actions}
+    for f in FIELDS:
+        text = formatter._get_help_string(actions[f.name])
+        assert text.startswith(f.metadata["help"].replace("%", "%%"))
+        assert "(default: " in text
+        allowed = cfg.choices(f.name)
+        if allowed is not None:
+            assert "one of " + ", ".join("none" if v is None else str(v) for v in allowed) in text
