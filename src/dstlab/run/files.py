@@ -52,8 +52,9 @@ def _fsync_dir(path: Path) -> None:
 
 def write_atomic(path: Path, write: Any, binary: bool = False) -> None:
     """Write through `write(file)` into a temporary sibling, fsync it, then rename it over `path`:
-    a kill at any moment leaves either the old file or the new one, never a torn one."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    a kill at any moment leaves either the old file or the new one, never a torn one. The
+    temporary name holds the process id, so ranks that write at once leave one whole file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
         write(f)
         f.flush()
