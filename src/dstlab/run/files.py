@@ -63,6 +63,13 @@ def write_atomic(path: Path, write: Any, binary: bool = False) -> None:
     _fsync_dir(path.parent)
 
 
+def remove_temporaries(folder: Path) -> None:
+    """Delete what `write_atomic` left behind when a kill interrupted it (no writer may be
+    running in `folder`: a run calls this as it starts)."""
+    for stale in folder.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, lambda f: json.dump(json_safe(data), f, indent=2, allow_nan=False))
 

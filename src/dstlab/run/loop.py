@@ -77,6 +77,7 @@ def train(
     try:
         config = config.replace(nproc=distributed.check_world(config.nproc, group))
         if group.main:
+            files.remove_temporaries(out)  # of a write that a kill interrupted
             files.write_yaml(out / files.CONFIG, config.to_dict())
             # a failed result of an earlier attempt no longer describes this one
             if previous is not None and (out / files.RESULT).exists():
