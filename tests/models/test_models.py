@@ -181,3 +181,18 @@ def test_torchvision_models_are_built_from_scratch_with_the_dataset_head(monkeyp
     assert calls["resnet50"] == {"weights": None, "num_classes": 1000}
     with pytest.raises(ConfigError, match="needs image input"):
         create_model("resnet50", input_shape=(24,))
+
+
+def test_resnet56_and_vgg16_start_as_the_studys_models():
+    torch.manual_seed(0)
+    resnet = create_model("resnet56", input_shape=(3, 32, 32), num_classes=10)
+    # He-normal by fan-in: std sqrt(2 / fan_in), checked where fan-in and fan-out differ
+    stem = resnet.conv.weight  # 3 -> 16, 3x3: fan-in 27, fan-out 144
+    assert abs(stem.std().item() / (2 / 27) ** 0.5 - 1) < 0.15
+    fc = resnet.fc.weight  # 64 -> 10
+    assert abs(fc.std().item() / (2 / 64) ** 0.5 - 1) < 0.15
+    vgg = create_model("vgg16", input_shape=(3, 32, 32), num_classes=100)
+    first = vgg.features[0].weight  # 3 -> 64, 3x3: fan-out 576
+    assert abs(first.std().item() / (2 / 576) ** 0.5 - 1) < 0.15
+    assert abs(vgg.classifier.weight.std().item() / 0.01 - 1) < 0.1
+    assert torch.count_nonzero(vgg.classifier.bias) == 0

@@ -51,7 +51,9 @@ class CifarResNet(nn.Module):
                 c_in = width
         self.blocks = nn.Sequential(*layers)
         self.fc = nn.Linear(c_in, num_classes)
-        init_conv_bn(self)
+        # the study's cifar_resnet: He-normal by fan-in for every convolution and the classifier
+        init_conv_bn(self, mode="fan_in")
+        nn.init.kaiming_normal_(self.fc.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn(self.conv(x)))
@@ -59,11 +61,12 @@ class CifarResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def init_conv_bn(model: nn.Module) -> None:
-    """He-normal convolutions, BN scale 1 and shift 0: the usual start for deep ReLU nets."""
+def init_conv_bn(model: nn.Module, mode: str = "fan_out") -> None:
+    """He-normal convolutions (by `mode`), BN scale 1 and shift 0: the usual start for deep
+    ReLU nets."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

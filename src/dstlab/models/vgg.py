@@ -34,7 +34,10 @@ class VGG(nn.Module):
                 c_in = v
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(c_in, num_classes)
+        # the study's vgg-16: He-normal by fan-out for the convolutions, N(0, 0.01) classifier
         init_conv_bn(self)
+        nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+        nn.init.zeros_(self.classifier.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # average over what is left (2x2 on CIFAR, 4x4 on Tiny-ImageNet), as the study's pooling
