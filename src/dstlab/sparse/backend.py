@@ -221,15 +221,19 @@ class SparseTarget:
             )
 
     @torch.no_grad()
-    def apply_positions(self, kept: torch.Tensor, grown: torch.Tensor, optimizer) -> None:
-        """Move the layer to ``kept`` and ``grown``: kept weights keep value, gradient and
-        optimizer state; grown ones (regrown included) start at 0 with the dense gradient."""
+    def apply_positions(
+        self, active: torch.Tensor, kept: torch.Tensor, grown: torch.Tensor, optimizer
+    ) -> torch.Tensor:
+        """Move the layer from ``active`` to ``kept`` and ``grown``: kept weights keep value,
+        gradient and optimizer state; grown ones (regrown included) start at 0 with the dense
+        gradient. Returns the new positions."""
         new_flat, order = torch.cat([kept, grown.to(kept.dtype)]).sort()
         reset = order >= kept.numel()
         capture = list(self.layer.capture)
         fresh = (lambda flat: sampled_grad(self.layer, flat, capture)) if capture else None
-        rebuild(self.layer, self.optimizer, new_flat, reset, fresh)
+        rebuild(self.layer, self.optimizer, new_flat, reset, fresh, old_flat=active)
         self.mask_grad()
+        return new_flat
 
     def load_positions(self, flat: torch.Tensor) -> None:
         """Adopt saved positions (``DST.load_state_dict``): weights already there keep their

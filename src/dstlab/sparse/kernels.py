@@ -150,6 +150,16 @@ if HAVE_NUMBA:
                     gval[perm[kk]] = s
                     kk += 1
 
+    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def _sampled_nb(rows, cols, xt, gyt, out):  # pragma: no cover - compiled
+        for i in prange(rows.shape[0]):
+            g = gyt[rows[i]]
+            x = xt[cols[i]]
+            s = out[i]
+            for j in range(x.shape[0]):
+                s += g[j] * x[j]
+            out[i] = s
+
     def _sync_threads() -> None:
         # numba keeps its own pool; follow torch's setting (the user's `torch.set_num_threads`)
         n = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
@@ -165,6 +175,19 @@ def _zero(dtype: torch.dtype):
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]):
     return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+
+
+def add_sampled(
+    rows: torch.Tensor, cols: torch.Tensor, xt: torch.Tensor, gyt: torch.Tensor, out: torch.Tensor
+) -> None:
+    """``out[i] += <gyt[rows[i]], xt[cols[i]]>``: entries of ``gyt @ xtᵀ`` at chosen positions."""
+    if HAVE_NUMBA and out.dtype == xt.dtype == gyt.dtype and xt.is_contiguous():
+        _sync_threads()
+        _sampled_nb(rows.numpy(), cols.numpy(), xt.numpy(), gyt.contiguous().numpy(), out.numpy())
+        return
+    for s in range(0, rows.numel(), 1 << 16):
+        r, c = rows[s : s + (1 << 16)], cols[s : s + (1 << 16)]
+        out[s : s + (1 << 16)] += (gyt[r] * xt[c]).sum(1).to(out.dtype)
 
 
 def forward(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from dstlab.sparse import kernels
 from dstlab.sparse.linear import SparseLinear
 
 
@@ -17,12 +18,14 @@ def rebuild(
     new_flat: torch.Tensor,
     reset: torch.Tensor | None = None,
     fresh_grad=None,
+    old_flat: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Move ``layer`` to the sorted positions ``new_flat``. Positions that were active keep their
     value, gradient and optimizer state unless ``reset`` (bool over ``new_flat``) marks them;
     the others start at 0 (their gradient from ``fresh_grad(flat)`` if given). Returns the bool
-    over ``new_flat`` of the positions that kept their state."""
-    old_flat = layer.flat_positions()
+    over ``new_flat`` of the positions that kept their state. ``old_flat``: the layer's
+    positions, when the caller has them."""
+    old_flat = layer.flat_positions() if old_flat is None else old_flat
     if old_flat.numel():
         idx = torch.searchsorted(old_flat, new_flat).clamp_(max=old_flat.numel() - 1)
         kept = old_flat[idx] == new_flat
@@ -57,7 +60,7 @@ def rebuild(
 
 
 def sampled_grad(
-    layer: SparseLinear, flat: torch.Tensor, capture: list | None = None, chunk: int = 1 << 16
+    layer: SparseLinear, flat: torch.Tensor, capture: list | None = None
 ) -> torch.Tensor:
     """The dense gradient ``Σ gyᵀ x`` of the captured batches (default: the layer's) at the
     positions ``flat`` only."""
@@ -65,9 +68,7 @@ def sampled_grad(
     rows = torch.div(flat, layer.in_features, rounding_mode="floor")
     cols = flat - rows * layer.in_features
     for xt, gyt in (layer.capture or []) if capture is None else capture:
-        for s in range(0, flat.numel(), chunk):
-            r, c = rows[s : s + chunk], cols[s : s + chunk]
-            out[s : s + chunk] += (gyt[r] * xt[c]).sum(1)
+        kernels.add_sampled(rows, cols, xt, gyt, out)
     return out
 
 

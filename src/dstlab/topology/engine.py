@@ -397,16 +397,18 @@ class DST:
                         pruner, active, grads, counts, self.shadow_generator, smoothed=False
                     )
             similarity = similarity_matrix(sets, list(sets))
-        layers = {}
+        layers, positions = {}, {}
         for target in self.targets:
-            target.apply_positions(kept[target.name], grown[target.name], self.optimizer)
+            name = target.name
+            positions[name] = target.apply_positions(
+                active[name], kept[name], grown[name], self.optimizer
+            )
             layers[target.name] = {
                 "active": target.active,
                 "removed": int(torch.count_nonzero(removed[target.name])),
                 "grown": int(grown[target.name].numel()),
             }
         self._smoothed.clear()
-        positions = self._positions()
         record = {
             "step": t,
             "drop_fraction": fraction,

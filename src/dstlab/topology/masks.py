@@ -120,9 +120,11 @@ class MaskedTarget:
         chosen = grower.select(self.weight(), grad, mask.view(self.shape), n, generator, momentum)
         return chosen.reshape(-1).nonzero().squeeze(1)
 
-    def apply_positions(self, kept: torch.Tensor, grown: torch.Tensor, optimizer) -> None:
-        """Activate ``kept`` and ``grown`` (flat positions), nothing else; grown and pruned
-        weights restart at 0."""
+    def apply_positions(
+        self, active: torch.Tensor, kept: torch.Tensor, grown: torch.Tensor, optimizer
+    ) -> torch.Tensor:
+        """Activate ``kept`` and ``grown`` (flat positions; ``active`` those active until now),
+        nothing else; grown and pruned weights restart at 0. Returns the new positions."""
         changed = self.mask.clone().reshape(-1)
         changed[kept] = False
         changed[grown] = True
@@ -130,6 +132,7 @@ class MaskedTarget:
         new[kept] = True
         new[grown] = True
         self.apply(new.view(self.shape), changed.view(self.shape), optimizer)
+        return new.nonzero().squeeze(1)
 
     def load_positions(self, flat: torch.Tensor) -> None:
         mask = torch.zeros(self.numel, dtype=torch.bool, device=self._mask.device)

@@ -65,7 +65,7 @@ class TopologyTracker:
         for name, now in active.items():
             now = _indices(now)
             ever = self.ever_active[name]
-            self.ever_active[name] = torch.cat([ever, now.to(ever.device)]).unique(sorted=True)
+            self.ever_active[name] = _union_sorted(ever, now.to(ever.device))
             i = int(_isin_sorted(self.initial[name], now).sum())
             inter += i
             union += self.initial[name].numel() + now.numel() - i
@@ -96,6 +96,20 @@ def _size(name: str, active: torch.Tensor, sizes: Mapping[str, int] | None) -> i
     if sizes is None or name not in sizes:
         raise ValueError(f"layer {name!r} is given as indices, so its size is needed.")
     return int(sizes[name])
+
+
+def _union_sorted(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The sorted union of two sorted sets, by merging (linear, where a sort is not)."""
+    new = b[~_isin_sorted(b, a)]
+    if not new.numel():
+        return a
+    at = torch.searchsorted(a, new) + torch.arange(new.numel(), device=a.device)
+    out = torch.empty(a.numel() + new.numel(), dtype=a.dtype, device=a.device)
+    is_new = torch.zeros(out.numel(), dtype=torch.bool, device=a.device)
+    is_new[at] = True
+    out[at] = new
+    out[~is_new] = a
+    return out
 
 
 def _isin_sorted(values: torch.Tensor, sorted_set: torch.Tensor) -> torch.Tensor:
