@@ -169,3 +169,31 @@ def test_itop_and_churn_from_index_sets_equal_the_dense_computation():
         union = sum(int((masks[0][n] | now[n]).sum()) for n in now)
         itop = sum(int(e.sum()) for e in dense_ever.values()) / 130
         assert got == {"itop": itop, "churn": 1.0 - inter / union}
+
+
+def test_criteria_written_for_dense_tensors_still_drive_a_sparse_layer():
+    from dstlab.topology import Grower, Pruner
+
+    class FirstActive(Pruner):  # overrides only the dense select of older dstlab versions
+        def select(self, weight, grad, mask, n, generator=None):
+            out = torch.zeros(mask.numel(), dtype=torch.bool)
+            out[mask.reshape(-1).nonzero().squeeze(1)[:n]] = True
+            return out.view_as(mask)
+
+    class FirstFree(Grower):
+        def select(self, weight, grad, mask, n, generator=None, momentum=None):
+            out = torch.zeros(mask.numel(), dtype=torch.bool)
+            out[(~mask.reshape(-1)).nonzero().squeeze(1)[:n]] = True
+            return out.view_as(mask)
+
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    dst = DST(model, opt, prune=FirstActive(), grow=FirstFree(), update_every=3,
+              decay="constant", dense_layers=["4.weight"])  # fmt: skip
+    before = model[0].flat_positions()
+    _train(model, opt, dst, 4, 0)
+    n = dst.records[0]["layers"]["0.weight"]["removed"]
+    free = torch.ones(1200, dtype=torch.bool)
+    free[before[n:]] = False
+    expected = torch.cat([before[n:], free.nonzero().squeeze(1)[:n]]).sort().values
+    assert torch.equal(model[0].flat_positions(), expected)
