@@ -125,3 +125,21 @@ def test_update_keeps_kept_weights_and_state_and_resets_grown_ones(grow):
             g = dense_grad.weight.grad.reshape(-1)[f].item()
             assert buf[i].item() == pytest.approx(g, rel=1e-4, abs=1e-5)
             assert layer.values[i].item() == pytest.approx(-0.1 * g, rel=1e-4, abs=1e-6)
+
+
+def test_column_order_is_the_stable_sort_by_column():
+    from dstlab.sparse import kernels
+
+    cols = torch.randint(0, 50, (5000,), generator=torch.Generator().manual_seed(0))
+    crow_t = torch.zeros(51, dtype=torch.int64)
+    crow_t[1:] = torch.bincount(cols, minlength=50).cumsum(0)
+    assert torch.equal(kernels.column_order(cols, crow_t), torch.argsort(cols, stable=True))
+
+
+def test_merge_of_disjoint_sorted_sets_marks_the_second():
+    from dstlab.topology.selection import merge_disjoint
+
+    a, b = torch.tensor([1, 4, 5, 9]), torch.tensor([0, 2, 10])
+    merged, from_b = merge_disjoint(a, b)
+    assert merged.tolist() == [0, 1, 2, 4, 5, 9, 10]
+    assert from_b.tolist() == [True, False, True, False, False, False, True]

@@ -21,6 +21,7 @@ from dstlab.sparse.linear import SparseLinear
 from dstlab.sparse.update import rebuild, rows_per_block, sampled_grad, weight_rows
 from dstlab.topology.backends import register_backend
 from dstlab.topology.masks import MaskedTarget
+from dstlab.topology.selection import merge_disjoint
 
 
 @dataclass(frozen=True)
@@ -227,8 +228,8 @@ class SparseTarget:
         """Move the layer from ``active`` to ``kept`` and ``grown``: kept weights keep value,
         gradient and optimizer state; grown ones (regrown included) start at 0 with the dense
         gradient. Returns the new positions."""
-        new_flat, order = torch.cat([kept, grown.to(kept.dtype)]).sort()
-        reset = order >= kept.numel()
+        # grown positions are outside kept: merge them in; they (regrown too) restart at 0
+        new_flat, reset = merge_disjoint(kept.contiguous(), grown.to(kept.dtype).sort().values)
         capture = list(self.layer.capture)
         fresh = (lambda flat: sampled_grad(self.layer, flat, capture)) if capture else None
         rebuild(self.layer, self.optimizer, new_flat, reset, fresh, old_flat=active)

@@ -160,6 +160,13 @@ if HAVE_NUMBA:
                 s += g[j] * x[j]
             out[i] = s
 
+    @njit(cache=True, nogil=True)
+    def _column_order_nb(cols, starts, perm):  # pragma: no cover - compiled
+        for k in range(cols.shape[0]):  # a counting sort: linear, and stable
+            c = cols[k]
+            perm[starts[c]] = k
+            starts[c] += 1
+
     def _sync_threads() -> None:
         # numba keeps its own pool; follow torch's setting (the user's `torch.set_num_threads`)
         n = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
@@ -175,6 +182,16 @@ def _zero(dtype: torch.dtype):
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]):
     return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+
+
+def column_order(cols: torch.Tensor, crow_t: torch.Tensor) -> torch.Tensor:
+    """The stable order of entries by column (``torch.argsort(cols, stable=True)``), in linear
+    time from the column starts ``crow_t``."""
+    if not HAVE_NUMBA:
+        return torch.argsort(cols, stable=True)
+    perm = torch.empty(cols.numel(), dtype=torch.int64)
+    _column_order_nb(cols.numpy(), crow_t[:-1].clone().numpy(), perm.numpy())
+    return perm
 
 
 def add_sampled(

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from dstlab.topology.selection import merge_disjoint
+
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     """|A ∩ B| / |A ∪ B| of two bool tensors; 1.0 when both are empty."""
@@ -101,15 +103,7 @@ def _size(name: str, active: torch.Tensor, sizes: Mapping[str, int] | None) -> i
 def _union_sorted(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The sorted union of two sorted sets, by merging (linear, where a sort is not)."""
     new = b[~_isin_sorted(b, a)]
-    if not new.numel():
-        return a
-    at = torch.searchsorted(a, new) + torch.arange(new.numel(), device=a.device)
-    out = torch.empty(a.numel() + new.numel(), dtype=a.dtype, device=a.device)
-    is_new = torch.zeros(out.numel(), dtype=torch.bool, device=a.device)
-    is_new[at] = True
-    out[at] = new
-    out[~is_new] = a
-    return out
+    return merge_disjoint(a, new)[0] if new.numel() else a
 
 
 def _isin_sorted(values: torch.Tensor, sorted_set: torch.Tensor) -> torch.Tensor:

@@ -195,6 +195,18 @@ def _contains(sorted_set: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return sorted_set[at] == values
 
 
+def merge_disjoint(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sorted union of two disjoint sorted sets, and a bool per entry of it: from ``b``.
+    Linear (a merge by binary search), where sorting the concatenation is not."""
+    at = torch.searchsorted(a, b) + torch.arange(b.numel(), device=a.device)
+    out = torch.empty(a.numel() + b.numel(), dtype=a.dtype, device=a.device)
+    from_b = torch.zeros(out.numel(), dtype=torch.bool, device=a.device)
+    from_b[at] = True
+    out[at] = b
+    out[~from_b] = a
+    return out, from_b
+
+
 def free_positions(occupied: torch.Tensor, total: int, chunk: int = 1 << 22) -> torch.Tensor:
     """The sorted positions of ``[0, total)`` not in the sorted ``occupied``, a chunk at a time."""
     parts = []
