@@ -2,7 +2,10 @@
 
 A pruner scores active weights (lowest pruned first); a grower scores inactive positions
 (highest grown first). Scores are elementwise, so they are computed on the gathered active (or
-inactive) entries only. Register a new criterion with one decorated score function::
+inactive) entries only: the engine hands pruners the active values and their gradients
+(:meth:`Pruner.select_active`), and growers of a layer stored sparse a block of dense rows at a
+time (:meth:`Grower.select_streamed`) or the occupied positions alone
+(:meth:`Grower.select_sparse`), so no criterion needs a dense tensor. Register a new criterion with one decorated score function::
 
     @dstlab.register_pruner("abs_grad")
     def abs_grad(weight, grad):
