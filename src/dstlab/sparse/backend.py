@@ -223,16 +223,18 @@ class SparseTarget:
 
     @torch.no_grad()
     def apply_positions(
-        self, active: torch.Tensor, kept: torch.Tensor, grown: torch.Tensor, optimizer
+        self, active: torch.Tensor, removed: torch.Tensor, grown: torch.Tensor, optimizer
     ) -> torch.Tensor:
-        """Move the layer from ``active`` to ``kept`` and ``grown``: kept weights keep value,
-        gradient and optimizer state; grown ones (regrown included) start at 0 with the dense
-        gradient. Returns the new positions."""
-        # grown positions are outside kept: merge them in; they (regrown too) restart at 0
-        new_flat, reset = merge_disjoint(kept.contiguous(), grown.to(kept.dtype).sort().values)
+        """Move the layer from ``active`` (less ``removed``, a bool over it) to the kept and
+        ``grown`` positions: kept weights keep value, gradient and optimizer state; grown ones
+        (regrown included) start at 0 with the dense gradient. Returns the new positions."""
+        stays = (~removed).nonzero().squeeze(1)
+        # grown positions are outside the kept ones: merge them in (linear, no search)
+        new_flat, grown_at = merge_disjoint(active[stays], grown.to(active.dtype).sort().values)
         capture = list(self.layer.capture)
         fresh = (lambda flat: sampled_grad(self.layer, flat, capture)) if capture else None
-        rebuild(self.layer, self.optimizer, new_flat, reset, fresh, old_flat=active)
+        kept_from = ((~grown_at).nonzero().squeeze(1), stays)
+        rebuild(self.layer, self.optimizer, new_flat, None, fresh, kept_from=kept_from)
         self.mask_grad()
         return new_flat
 

@@ -18,14 +18,19 @@ def rebuild(
     new_flat: torch.Tensor,
     reset: torch.Tensor | None = None,
     fresh_grad=None,
-    old_flat: torch.Tensor | None = None,
+    kept_from: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Move ``layer`` to the sorted positions ``new_flat``. Positions that were active keep their
     value, gradient and optimizer state unless ``reset`` (bool over ``new_flat``) marks them;
     the others start at 0 (their gradient from ``fresh_grad(flat)`` if given). Returns the bool
-    over ``new_flat`` of the positions that kept their state. ``old_flat``: the layer's
-    positions, when the caller has them."""
-    old_flat = layer.flat_positions() if old_flat is None else old_flat
+    over ``new_flat`` of the positions that kept their state. ``kept_from``: (their indices in
+    ``new_flat``, their indices now), when the caller knows them (no search then)."""
+    if kept_from is not None:
+        dst, src = kept_from
+        kept = torch.zeros(new_flat.numel(), dtype=torch.bool)
+        kept[dst] = True
+        return _move(layer, optimizer, new_flat, kept, dst, src, fresh_grad)
+    old_flat = layer.flat_positions()
     if old_flat.numel():
         idx = torch.searchsorted(old_flat, new_flat).clamp_(max=old_flat.numel() - 1)
         kept = old_flat[idx] == new_flat
@@ -35,7 +40,10 @@ def rebuild(
     if reset is not None:
         kept &= ~reset
     src, dst = idx[kept], kept.nonzero().squeeze(1)
+    return _move(layer, optimizer, new_flat, kept, dst, src, fresh_grad)
 
+
+def _move(layer, optimizer, new_flat, kept, dst, src, fresh_grad) -> torch.Tensor:
     def moved(old: torch.Tensor) -> torch.Tensor:
         new = old.new_zeros(new_flat.numel())
         new[dst] = old[src]

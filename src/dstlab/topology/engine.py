@@ -401,7 +401,7 @@ class DST:
         for target in self.targets:
             name = target.name
             positions[name] = target.apply_positions(
-                active[name], kept[name], grown[name], self.optimizer
+                active[name], removed[name], grown[name], self.optimizer
             )
             layers[target.name] = {
                 "active": target.active,
@@ -413,7 +413,7 @@ class DST:
             "step": t,
             "drop_fraction": fraction,
             "density": self.current_density(),
-            **self.tracker.observe(positions),
+            **self.tracker.observe(positions, grown),
             "layers": layers,
         }
         if similarity is not None:

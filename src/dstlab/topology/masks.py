@@ -121,10 +121,11 @@ class MaskedTarget:
         return chosen.reshape(-1).nonzero().squeeze(1)
 
     def apply_positions(
-        self, active: torch.Tensor, kept: torch.Tensor, grown: torch.Tensor, optimizer
+        self, active: torch.Tensor, removed: torch.Tensor, grown: torch.Tensor, optimizer
     ) -> torch.Tensor:
-        """Activate ``kept`` and ``grown`` (flat positions; ``active`` those active until now),
-        nothing else; grown and pruned weights restart at 0. Returns the new positions."""
+        """Activate the ``active`` positions less ``removed`` (a bool over them), and ``grown``;
+        grown and pruned weights restart at 0. Returns the new positions."""
+        kept = active[~removed]
         changed = self.mask.clone().reshape(-1)
         changed[kept] = False
         changed[grown] = True

@@ -62,12 +62,19 @@ class TopologyTracker:
         self.ever_active = {n: i.clone() for n, i in self.initial.items()}
         self.total = sum(self.sizes.values())
 
-    def observe(self, active: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    def observe(
+        self,
+        active: Mapping[str, torch.Tensor],
+        grown: Mapping[str, torch.Tensor] | None = None,
+    ) -> dict[str, float]:
+        """ITOP and churn of the layers now ``active``; ``grown``: the positions activated since
+        the last observation, when known (only they can be new: a shorter search)."""
         inter = union = 0
         for name, now in active.items():
             now = _indices(now)
             ever = self.ever_active[name]
-            self.ever_active[name] = _union_sorted(ever, now.to(ever.device))
+            fresh = now if grown is None else grown[name].sort().values
+            self.ever_active[name] = _union_sorted(ever, fresh.to(ever.device))
             i = int(_isin_sorted(self.initial[name], now).sum())
             inter += i
             union += self.initial[name].numel() + now.numel() - i
