@@ -53,7 +53,7 @@ def test_an_update_of_a_huge_layer_stays_far_below_its_dense_size(grow):
     grew_mb = float(out.stdout.strip().splitlines()[-1])
     # 100k active weights, the 400 kB classifier, a block of dense rows: far below the
     # 2,500 MB of a bool mask (let alone the 10 GB weight)
-    assert grew_mb < 250, grew_mb
+    assert grew_mb < 400, grew_mb
 
 
 def _model(seed=0):
