@@ -197,3 +197,29 @@ def test_criteria_written_for_dense_tensors_still_drive_a_sparse_layer():
     free[before[n:]] = False
     expected = torch.cat([before[n:], free.nonzero().squeeze(1)[:n]]).sort().values
     assert torch.equal(model[0].flat_positions(), expected)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"grow": "random", "prune": "set"},
+        {"grow": "gradient", "score_smoothing": 0.5, "prune": "snip"},
+        {"grow": "gradient", "selection": "global", "global_normalize": "row_max"},
+        {"grow": "random", "update_position": "after"},
+    ],
+)
+def test_the_engine_never_asks_a_sparse_layer_for_a_dense_view(monkeypatch, options):
+    def dense(*args, **kwargs):
+        raise AssertionError("a dense view of a sparse layer was built")
+
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    dst = DST(model, opt, update_every=2, total_steps=8, dense_layers=["4.weight"],
+              shadow_criteria=("magnitude", "taylor_fo"), **options)  # fmt: skip
+    monkeypatch.setattr(SparseLinear, "mask", dense)
+    monkeypatch.setattr(SparseLinear, "to_dense", dense)
+    _train(model, opt, dst, 8, 0)
+    assert len(dst.records) == 3
+    state = copy.deepcopy(dst.state_dict())
+    dst.load_state_dict(state)
+    assert dst.compare_criteria(["magnitude", "snip"], 0.3)["criteria"] == ["magnitude", "snip"]
