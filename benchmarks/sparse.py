@@ -8,7 +8,8 @@ sparse side forces every Linear sparse (``--rule force``) so the crossing densit
 
 Memory (``--memory``): MLP 3072-8192-8192-10 at d = 0.01, each backend in a fresh process; peak
 RSS while training (sampled every 2 ms) above the RSS before the model was built, for plain
-steps and for a block that includes topology updates.
+steps and for a block that includes topology updates. "native" is the same network built from
+``SparseLinear`` layers (never a dense weight, even at construction) under the same ``DST``.
 
     python benchmarks/sparse.py [--densities 0.01,0.02,0.05,0.1,0.2,0.5] [--repeats 5]
     python benchmarks/sparse.py --memory
@@ -35,7 +36,6 @@ from torch import nn
 
 from dstlab.sparse.backend import SparseRule
 from dstlab.sparse.linear import SparseLinear
-from dstlab.sparse.update import update_layer
 from dstlab.topology import DST, layer_densities
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
@@ -168,44 +168,33 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-class NativeDST:
-    """The never-dense path: SparseLinear layers built at their ERK densities, updated by
-    ``dstlab.sparse.update.update_layer`` (what ``benchmarks/sparse_huge.py`` uses)."""
-
-    def __init__(self, sizes, density, args, total_steps):
-        torch.manual_seed(0)
-        shapes = {
-            f"{i}.weight": (b, a)
-            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
-        }
-        dens = layer_densities(shapes, density, "erk")
-        g = torch.Generator().manual_seed(0)
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            d = dens[f"{i}.weight"]
-            layers.append(SparseLinear(a, b, d, generator=g) if d < 1.0 else nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-        self.model = nn.Sequential(*layers)
-        self.sparse = [m for m in self.model if isinstance(m, SparseLinear)]
-        self.opt = torch.optim.SGD(
-            self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
-        )
-        self.args, self.step_count, self.records = args, 0, []
-        self.gen = torch.Generator().manual_seed(1)
-
-    def step(self) -> None:
-        t = self.step_count
-        if t > 0 and t % self.args.update_every == 0:
-            for layer in self.sparse:
-                update_layer(layer, self.opt, 0.5, self.args.prune, self.args.grow, self.gen)
-                layer.capture = None
-            self.records.append(t)
-        self.opt.step()
-        self.step_count += 1
-        if (self.step_count % self.args.update_every == 0) and self.args.grow == "gradient":
-            for layer in self.sparse:  # the next backward feeds the blocked gradient growth
-                layer.capture = []
+def native_setup(sizes, density, args, total_steps):
+    """A model built from SparseLinear layers at their ERK densities (no dense weight ever),
+    driven by the same ``dstlab.DST``; the last, fully dense layer stays an nn.Linear."""
+    torch.manual_seed(0)
+    shapes = {
+        f"{2 * i}.weight": (b, a)
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
+    }
+    dens = layer_densities(shapes, density, "erk")
+    g = torch.Generator().manual_seed(0)
+    layers: list[nn.Module] = []
+    dense = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        d = dens[f"{2 * i}.weight"]
+        layers.append(SparseLinear(a, b, d, generator=g) if d < 1.0 else nn.Linear(a, b))
+        dense += [] if d < 1.0 else [f"{2 * i}.weight"]
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    model = nn.Sequential(*layers)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    dst = DST(
+        model, opt, prune=args.prune, grow=args.grow, update_every=args.update_every,
+        total_steps=total_steps, seed=0, dense_layers=dense,
+    )  # fmt: skip
+    return model, opt, dst
 
 
 def memory_child(backend: str, args) -> dict:
@@ -223,8 +212,7 @@ def memory_child(backend: str, args) -> dict:
     before = _rss()
     steps = 2 * args.update_every
     if backend == "native":
-        native = NativeDST(sizes, 0.01, args, steps + 1)
-        model, opt, dst = native.model, native.opt, native
+        model, opt, dst = native_setup(sizes, 0.01, args, steps + 1)
     else:
         model, opt, dst = setup(backend, sizes, 0.01, args, SparseRule(), steps + 1)
     _trim()
@@ -234,9 +222,6 @@ def memory_child(backend: str, args) -> dict:
     with PeakRSS() as plain:
         run_block(model, opt, dst, batches)
     dst.step_count = args.update_every - 2
-    if backend == "native" and args.grow == "gradient":
-        for layer in native.sparse:
-            layer.capture = []
     with PeakRSS() as update:
         run_block(model, opt, dst, batches)  # holds the update at step ΔT
     mb = 1 / 2**20

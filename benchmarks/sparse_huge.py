@@ -2,9 +2,10 @@
 
 MLP 3072-65536-65536-65536-10 (dense weights: 8.8 G floats, 35 GB; more with gradients and
 momentum) at density 0.001, built directly with ``SparseLinear`` (the dense weight is never
-allocated), trained on synthetic data with SGD (momentum 0.9) and topology updates every ΔT
-steps done in the sparse representation (magnitude pruning; random growth, or RigL gradient
-growth with the dense gradient formed a block of rows at a time). Prints peak RSS and step times.
+allocated), trained on synthetic data with SGD (momentum 0.9) through ``dstlab.DST`` with
+topology updates every ΔT steps, which never go dense (magnitude pruning; random growth, or
+RigL gradient growth with the dense gradient formed a block of rows at a time). Prints peak RSS
+and step times.
 
     python benchmarks/sparse_huge.py [--steps 300] [--grow random|gradient] [--hidden 65536]
 """
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from dstlab.sparse.linear import SparseLinear
-from dstlab.sparse.update import update_layer
+from dstlab.topology import DST
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -86,33 +87,25 @@ def main() -> None:
          torch.randint(0, args.classes, (args.batch,), generator=g))
         for _ in range(8)
     ]  # fmt: skip
-    gen = torch.Generator().manual_seed(2)
+    last = f"{len(model) - 1}.weight"  # the small dense classifier stays dense
+    dst = DST(
+        model, opt, prune="magnitude", grow=args.grow, update_every=args.update_every,
+        drop_fraction=0.5, total_steps=args.steps, seed=2, dense_layers=[last],
+    )  # fmt: skip
     step_times, update_times, losses = [], [], []
     for t in range(args.steps):
-        update = t > 0 and t % args.update_every == 0
         x, y = data[t % len(data)]
         start = time.perf_counter()
-        for layer in sparse:  # the dense gradient is needed at update steps only
-            layer.capture = [] if update and args.grow == "gradient" else None
         opt.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
-        if update:
-            u0 = time.perf_counter()
-            f = 0.005 + (0.5 - 0.005) * (1 + math.cos(math.pi * t / args.steps)) / 2
-            for layer in sparse:
-                update_layer(layer, opt, f, "magnitude", args.grow, gen)
-                layer.capture = None
-            update_times.append(time.perf_counter() - u0)
-        opt.step()
-        (step_times if not update else []).append(time.perf_counter() - start)
+        record = dst.step()
+        seconds = time.perf_counter() - start
+        (update_times if record else step_times).append(seconds)
         losses.append(loss.item())
-        if t % 20 == 0 or update:
-            print(
-                f"step {t:4d} loss {losses[-1]:.4f} "
-                f"{f'update {update_times[-1]:.1f} s' if update else ''}",
-                flush=True,
-            )
+        if t % 20 == 0 or record:
+            extra = f" update step {seconds:.1f} s, itop {record['itop']:.4f}" if record else ""
+            print(f"step {t:4d} loss {losses[-1]:.4f}{extra}", flush=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "sizes": sizes + [args.classes],

@@ -1,17 +1,22 @@
-"""Sparse-native topology updates: exact counts, blocked gradient growth equal to the dense one."""
+"""The sparse target's update, never dense: blocked growth equal to the dense choice, sampled
+gradients, random growth by positions, exact counts, state kept and reset where it should be."""
 
 import pytest
 import torch
+from torch import nn
 
-from dstlab.errors import ConfigError
+from dstlab.sparse.backend import SparseTarget
 from dstlab.sparse.linear import SparseLinear
-from dstlab.sparse.update import gradient_growth, random_growth, sampled_grad, update_layer
+from dstlab.sparse.update import sampled_grad, weight_rows
+from dstlab.topology import DST, get_grower
+from dstlab.topology.schedules import count_to_replace
+from dstlab.topology.selection import random_outside, random_subset
 
 
-def _layer_after_backward(capture=True, seed=0):
+def _layer_after_backward(seed=0):
     g = torch.Generator().manual_seed(seed)
     layer = SparseLinear(40, 30, density=0.2, generator=g, dtype=torch.float64)
-    layer.capture = [] if capture else None
+    layer.capture = []
     x = torch.randn(8, 40, generator=g, dtype=torch.float64)
     layer(x).pow(2).sum().backward()
     dense = layer.to_linear()
@@ -25,80 +30,116 @@ def test_sampled_grad_is_the_dense_gradient_at_the_positions():
     torch.testing.assert_close(sampled_grad(layer, flat), dense_grad.reshape(-1)[flat])
 
 
-def test_blocked_gradient_growth_matches_dense_top_n():
+def test_weight_rows_are_the_dense_rows():
+    layer, _ = _layer_after_backward()
+    torch.testing.assert_close(weight_rows(layer, 3, 11), layer.to_dense()[3:11])
+
+
+@pytest.mark.parametrize("grow", ["gradient", "momentum"])
+def test_blocked_growth_is_the_dense_choice_ties_included(grow):
     layer, dense_grad = _layer_after_backward()
-    occupied = layer.flat_positions()
-    # 3 rows per block: many blocks, same answer as one dense top-n over inactive positions
-    got = gradient_growth(layer, occupied, 25, None, block_bytes=3 * 4 * 40)
-    score = dense_grad.abs().reshape(-1).clone()
-    score[occupied] = -1
-    want = torch.topk(score, 25).indices
-    assert set(got.tolist()) == set(want.tolist())
+    # 3 rows per block: many blocks, and rounded scores make many ties at the threshold
+    target = SparseTarget("w", layer, None, block_bytes=3 * 8 * 40)
+    layer.capture = _layer_after_backward()[0].capture  # the batch of that backward
+    momentum = dense_grad.round(decimals=0) if grow == "momentum" else None
+    kept = layer.flat_positions()[::2]
+    gradient = target.gradient()
+    grower = get_grower(grow)
+    for seed in range(5):
+        got = target.grow(grower, kept, 60, torch.Generator().manual_seed(seed), gradient, momentum)
+        mask = torch.zeros(1200, dtype=torch.bool)
+        mask[kept] = True
+        want = grower.select(
+            layer.to_dense(), gradient.dense(), mask.view(30, 40), 60,
+            torch.Generator().manual_seed(seed), momentum,
+        )  # fmt: skip
+        assert sorted(got.tolist()) == want.reshape(-1).nonzero().squeeze(1).tolist()
 
 
-def test_random_growth_is_exact_distinct_and_outside_occupied():
-    g = torch.Generator().manual_seed(0)
-    occupied = torch.arange(0, 1000, 3)
-    grown = random_growth(occupied, 1000, 500, g)
-    assert grown.numel() == 500 and grown.unique().numel() == 500
-    assert not torch.isin(grown, occupied).any()
-    with pytest.raises(ValueError):
-        random_growth(occupied, 1000, 700, g)
+@pytest.mark.parametrize(("total", "k"), [(1000, 500), (100_000, 300)])
+def test_random_growth_by_positions_draws_what_the_dense_mask_draws(total, k):
+    occupied = torch.arange(0, total, 3 if total == 1000 else 50)
+    free = torch.ones(total, dtype=torch.bool)
+    free[occupied] = False
+    got = random_outside(occupied, total, k, torch.Generator().manual_seed(4))
+    want = random_subset(free, k, torch.Generator().manual_seed(4))
+    assert torch.equal(got, want) and got.unique().numel() == k
+    assert not torch.isin(got, occupied).any()
 
 
-@pytest.mark.parametrize("grow", ["random", "gradient"])
-def test_update_layer_keeps_count_resets_new_positions_and_keeps_state(grow):
-    layer, _ = _layer_after_backward()
-    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
-    opt.step()
-    layer(torch.randn(8, 40, dtype=torch.float64)).pow(2).sum().backward()
-    before = dict(zip(layer.flat_positions().tolist(), layer.values.tolist(), strict=True))
-    momentum = dict(
-        zip(layer.flat_positions().tolist(), opt.state[layer.values]["momentum_buffer"].tolist(),
-            strict=True)
-    )  # fmt: skip
-    nnz = layer.nnz
-    smallest = set(layer.flat_positions()[layer.values.abs().argsort()[:60]].tolist())
-    info = update_layer(layer, opt, 0.25, "magnitude", grow, torch.Generator().manual_seed(1))
-    assert info == {"active": nnz, "removed": 60, "grown": 60} and layer.nnz == nnz
-    flat = layer.flat_positions().tolist()
-    buf = opt.state[layer.values]["momentum_buffer"]
-    for i, f in enumerate(flat):
-        if f in before and f not in smallest:  # kept
-            assert layer.values[i] == before[f] and buf[i] == momentum[f]
-        else:  # grown (or regrown)
-            assert layer.values[i] == 0 and buf[i] == 0
-    assert layer.values.grad is not None and layer.values.grad.shape == (nnz,)
-    assert layer.capture == []
-
-
-def test_update_layer_rejects_growth_it_cannot_do_sparsely():
-    layer, _ = _layer_after_backward()
-    with pytest.raises(ConfigError, match="grow must be one of"):
-        update_layer(layer, None, 0.1, grow="momentum")
-    layer.capture = None
-    with pytest.raises(ConfigError, match="last batch"):
-        update_layer(layer, None, 0.1, grow="gradient")
-
-
-def test_random_growth_by_rejection_when_free_positions_are_plenty():
-    g = torch.Generator().manual_seed(1)
-    occupied = torch.arange(0, 100_000, 50)  # 2,000 of 100,000 taken; n * 4 <= free
-    grown = random_growth(occupied, 100_000, 300, g)
-    assert grown.numel() == 300 == grown.unique().numel()
-    assert not torch.isin(grown, occupied).any()
-    again = random_growth(occupied, 100_000, 300, torch.Generator().manual_seed(1))
-    assert torch.equal(grown, again)
+def _sparse_model(density=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return nn.Sequential(SparseLinear(400, 500, density=density, generator=g), nn.ReLU(),
+                         nn.Linear(500, 3))  # fmt: skip
 
 
 def test_drop_count_is_the_engines_count_where_float32_is_off_by_one():
-    from dstlab.topology.schedules import count_to_replace
-
-    layer = SparseLinear(400, 500, density=0.5, generator=torch.Generator().manual_seed(0))
-    nnz, fraction = layer.nnz, 0.50000001
+    model = _sparse_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    nnz, fraction = model[0].nnz, 0.50000001
     assert nnz == 100_000
     # f·nnz = 50000.001: float32 rounds it to 50000.0, so its ceil loses one weight
     assert int(torch.tensor(fraction * nnz).ceil()) == 50_000
     assert count_to_replace(fraction, nnz) == 50_001
-    out = update_layer(layer, None, fraction, "magnitude", "random", torch.Generator())
-    assert out["removed"] == out["grown"] == 50_001 and layer.nnz == nnz
+    dst = DST(model, opt, drop_fraction=fraction, decay="constant", update_every=1,
+              dense_layers=["2.weight"])  # fmt: skip
+    model(torch.randn(4, 400)).sum().backward()
+    dst.step()
+    model(torch.randn(4, 400)).sum().backward()
+    record = dst.step()
+    assert record["layers"]["0.weight"] == {"active": nnz, "removed": 50_001, "grown": 50_001}
+
+
+@pytest.mark.parametrize("grow", ["random", "gradient"])
+def test_update_keeps_kept_weights_and_state_and_resets_grown_ones(grow):
+    model = _sparse_model(density=0.2)
+    layer = model[0]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    dst = DST(model, opt, grow=grow, drop_fraction=0.25, decay="constant", update_every=2,
+              dense_layers=["2.weight"])  # fmt: skip
+    x = torch.randn(8, 400, generator=torch.Generator().manual_seed(1))
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        dst.step()
+    opt.zero_grad()
+    model(x).pow(2).sum().backward()
+    flat = layer.flat_positions().tolist()
+    before = dict(zip(flat, layer.values.tolist(), strict=True))
+    buf = opt.state[layer.values]["momentum_buffer"]
+    momentum = dict(zip(flat, buf.tolist(), strict=True))
+    smallest = set(layer.flat_positions()[layer.values.abs().argsort()[:10_000]].tolist())
+    grad_before = dict(zip(flat, layer.values.grad.tolist(), strict=True))
+    dense_grad = layer.to_linear()  # the same network with this layer dense
+    nn.Sequential(dense_grad, nn.ReLU(), model[2])(x).pow(2).sum().backward()
+    record = dst.step()  # the update (before the optimizer step)
+    assert record["layers"]["0.weight"] == {"active": 40_000, "removed": 10_000, "grown": 10_000}
+    buf = opt.state[layer.values]["momentum_buffer"]
+    # after the SGD step: a kept weight moved from its old value by its own gradient and
+    # momentum; a grown one started at 0 with zero momentum, its gradient the dense one
+    for i, f in enumerate(layer.flat_positions().tolist()):
+        if f in before and f not in smallest:
+            m = 0.9 * momentum[f] + grad_before[f]
+            assert buf[i].item() == pytest.approx(m, rel=1e-5, abs=1e-6)
+        else:
+            g = dense_grad.weight.grad.reshape(-1)[f].item()
+            assert buf[i].item() == pytest.approx(g, rel=1e-4, abs=1e-5)
+            assert layer.values[i].item() == pytest.approx(-0.1 * g, rel=1e-4, abs=1e-6)
+
+
+def test_column_order_is_the_stable_sort_by_column():
+    from dstlab.sparse import kernels
+
+    cols = torch.randint(0, 50, (5000,), generator=torch.Generator().manual_seed(0))
+    crow_t = torch.zeros(51, dtype=torch.int64)
+    crow_t[1:] = torch.bincount(cols, minlength=50).cumsum(0)
+    assert torch.equal(kernels.column_order(cols, crow_t), torch.argsort(cols, stable=True))
+
+
+def test_merge_of_disjoint_sorted_sets_marks_the_second():
+    from dstlab.topology.selection import merge_disjoint
+
+    a, b = torch.tensor([1, 4, 5, 9]), torch.tensor([0, 2, 10])
+    merged, from_b = merge_disjoint(a, b)
+    assert merged.tolist() == [0, 1, 2, 4, 5, 9, 10]
+    assert from_b.tolist() == [True, False, True, False, False, False, True]

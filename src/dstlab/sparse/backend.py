@@ -18,9 +18,10 @@ from torch import nn
 
 from dstlab.errors import ConfigError
 from dstlab.sparse.linear import SparseLinear
-from dstlab.sparse.update import rebuild
+from dstlab.sparse.update import rebuild, rows_per_block, sampled_grad, weight_rows
 from dstlab.topology.backends import register_backend
 from dstlab.topology.masks import MaskedTarget
+from dstlab.topology.selection import merge_disjoint
 
 
 @dataclass(frozen=True)
@@ -78,25 +79,69 @@ def _rule(
 # ---------------------------------------------------------------------------------- target
 
 
-class SparseTarget:
-    """One :class:`SparseLinear` seen by the engine as a dense weight with a bool mask.
+class SparseGradient:
+    """A sparse layer's gradient as the criteria read it, never whole unless asked: at the
+    active positions it is the values' gradient; elsewhere it is ``Σ gyᵀ x`` over the batches
+    the layer's backward captured since the last step, formed a block of rows at a time."""
 
-    The dense views (weight, gradient, mask) are built only when the engine asks: at update
-    steps, and the gradient at every step when the engine keeps its momentum for momentum
-    growth; otherwise the training step touches only the active values. The dense gradient
-    (inactive positions included, for gradient and momentum growth) is ``Σ gyᵀ x`` over the
-    batches captured by the layer's backward since the last step; it is computed at most once
-    per step and released at the next :meth:`mask_grad`.
+    def __init__(self, layer: SparseLinear, values_grad: torch.Tensor | None, capture: list):
+        self.layer, self.values_grad, self.capture = layer, values_grad, capture
+
+    def active(self, flat: torch.Tensor) -> torch.Tensor:
+        if self.values_grad is not None:
+            return self.values_grad
+        return sampled_grad(self.layer, flat, self.capture)
+
+    def rows(self, r0: int, r1: int) -> torch.Tensor:
+        layer = self.layer
+        if not self.capture:  # no captured batch: the dense gradient is known where active
+            out = torch.zeros((r1 - r0) * layer.in_features, dtype=layer.values.dtype)
+            lo, hi = int(layer.crow[r0]), int(layer.crow[r1])
+            flat = layer.flat_positions()[lo:hi] - r0 * layer.in_features
+            out[flat] = self.values_grad[lo:hi]
+            return out.view(r1 - r0, layer.in_features)
+        block = None
+        for xt, gyt in self.capture:
+            part = gyt[r0:r1] @ xt.t()
+            block = part if block is None else block.add_(part)
+        return block
+
+    def dense(self) -> torch.Tensor:
+        """The whole dense gradient (out x in): only for momentum growth's EMA and for
+        criteria that read nothing but dense tensors."""
+        return self.rows(0, self.layer.out_features)
+
+
+class SparseTarget:
+    """One :class:`SparseLinear` driven by the engine in positions, never densely.
+
+    The engine reads the sorted flat positions of the active weights, their values and their
+    gradients; growth criteria score the dense weight, gradient and momentum a block of rows at
+    a time (``block_bytes`` each), random growth samples positions outside the active set, and
+    the update moves values, gradient and optimizer state to the new positions. The exceptions,
+    each documented where it happens: :attr:`mask` (a dense bool view for the user, built on
+    demand, never by the engine), :meth:`grad` (the dense gradient, for the engine's EMA
+    behind momentum growth), and criteria that override only their dense ``select``.
     """
 
-    def __init__(self, name: str, layer: SparseLinear, optimizer: torch.optim.Optimizer):
+    compact = True
+    is_meta = False
+
+    def __init__(
+        self,
+        name: str,
+        layer: SparseLinear,
+        optimizer: torch.optim.Optimizer,
+        block_bytes: int = 8 << 20,
+    ):
         self.name = name
         self.layer = layer
         self.optimizer = optimizer
         self.shape = layer.shape
         self.numel = layer.out_features * layer.in_features
-        self._mask: torch.Tensor | None = None
-        self._dense_grad: torch.Tensor | None = None
+        self.block_bytes = block_bytes
+        # every backward appends its (xᵀ, gyᵀ) (references the autograd graph held anyway);
+        # released at each step, so the dense gradient can be formed at an update step
         layer.capture = []
 
     @property
@@ -105,61 +150,103 @@ class SparseTarget:
 
     @property
     def mask(self) -> torch.Tensor:
-        # built on demand (1 byte per weight), kept only from an update to the next step
-        return self._mask if self._mask is not None else self.layer.mask()
+        """Dense bool mask, built on demand (1 byte per weight) for the user's ``dst.masks``;
+        the engine itself never asks for it."""
+        return self.layer.mask()
 
     @mask.setter
     def mask(self, value: torch.Tensor) -> None:
-        """Adopt a saved mask (``DST.load_state_dict``): weights already at those positions keep
-        their values and state, any other position starts at 0."""
-        value = value.to(dtype=torch.bool).reshape(self.shape)
-        if not torch.equal(value, self.mask):
-            self._remap(value, changed=None)
-        self._mask = value
+        self.load_positions(value.reshape(-1).nonzero().squeeze(1))
 
     @property
     def active(self) -> int:
         return self.layer.nnz
 
+    def active_flat(self) -> torch.Tensor:
+        return self.layer.flat_positions()
+
+    def active_values(self, flat: torch.Tensor) -> torch.Tensor:
+        return self.layer.values.detach()
+
     def weight(self) -> torch.Tensor:
+        """The dense weight: only for criteria that read nothing but dense tensors."""
         return self.layer.to_dense()
 
+    def gradient(self, copy: bool = False) -> SparseGradient | None:
+        grad = self.layer.values.grad
+        if grad is None and not self.layer.capture:
+            return None
+        if copy and grad is not None:
+            grad = grad.clone()
+        return SparseGradient(self.layer, grad, list(self.layer.capture))
+
     def grad(self) -> torch.Tensor | None:
-        if self._dense_grad is None and self.layer.capture:
-            dense = None
-            for xt, gyt in self.layer.capture:
-                part = gyt @ xt.t()
-                dense = part if dense is None else dense.add_(part)
-            self._dense_grad = dense
-        if self._dense_grad is not None:
-            return self._dense_grad
-        g = self.layer.values.grad
-        return None if g is None else self.layer.to_dense(g)
+        """The dense gradient: the engine's momentum EMA for momentum growth asks for it at
+        every step (the one criterion whose state is dense-sized by nature)."""
+        gradient = self.gradient()
+        return None if gradient is None else gradient.dense()
 
     def mask_grad(self) -> None:
-        """Nothing to mask (only active gradients exist); release the update-step buffers,
-        the dense mask included (1 byte per weight: rebuilt when the engine asks again)."""
+        """Nothing to mask (only active gradients exist); release the captured batches."""
         self.layer.capture.clear()
-        self._dense_grad = None
-        self._mask = None
+
+    def grow(self, grower, kept: torch.Tensor, n: int, generator, gradient, momentum):
+        """Flat positions of the n weights ``grower`` activates, ``kept`` the sorted positions
+        that stay active: sampled outside ``kept`` (random growth) or scored a block of rows
+        at a time with a running top-n, the same choice as over the dense tensors."""
+        if grower.dense_only:  # a criterion written for dense tensors only: give it them
+            mask = torch.zeros(self.numel, dtype=torch.bool)
+            mask[kept] = True
+            grad = None if gradient is None else gradient.dense()
+            chosen = grower.select(
+                self.weight(), grad, mask.view(self.shape), n, generator, momentum
+            )
+            return chosen.reshape(-1).nonzero().squeeze(1)
+        picked = grower.select_sparse(kept, self.numel, n, generator)
+        if picked is None:
+            picked = grower.select_streamed(
+                self._blocks(gradient, momentum), kept, self.numel, n, generator
+            )
+        return picked
+
+    def _blocks(self, gradient: SparseGradient | None, momentum: torch.Tensor | None):
+        n_out, n_in = self.shape
+        step = rows_per_block(self.layer, self.block_bytes)
+        for r0 in range(0, n_out, step):
+            r1 = min(n_out, r0 + step)
+            yield (
+                r0 * n_in,
+                weight_rows(self.layer, r0, r1),
+                None if gradient is None else gradient.rows(r0, r1),
+                None if momentum is None else momentum.reshape(n_out, n_in)[r0:r1],
+            )
 
     @torch.no_grad()
-    def apply(self, new_mask: torch.Tensor, changed: torch.Tensor, optimizer) -> None:
-        """Rebuild the structure at ``new_mask``; values and optimizer state restart at 0 at
-        every ``changed`` position, the gradient there is the dense one (as in masked-dense)."""
-        self._remap(new_mask, changed)
+    def apply_positions(
+        self, active: torch.Tensor, removed: torch.Tensor, grown: torch.Tensor, optimizer
+    ) -> torch.Tensor:
+        """Move the layer from ``active`` (less ``removed``, a bool over it) to the kept and
+        ``grown`` positions: kept weights keep value, gradient and optimizer state; grown ones
+        (regrown included) start at 0 with the dense gradient. Returns the new positions."""
+        stays = (~removed).nonzero().squeeze(1)
+        # grown positions are outside the kept ones: merge them in (linear, no search)
+        new_flat, grown_at = merge_disjoint(active[stays], grown.to(active.dtype).sort().values)
+        capture = list(self.layer.capture)
+        fresh = (lambda flat: sampled_grad(self.layer, flat, capture)) if capture else None
+        kept_from = ((~grown_at).nonzero().squeeze(1), stays)
+        rebuild(self.layer, self.optimizer, new_flat, None, fresh, kept_from=kept_from)
         self.mask_grad()
-        self._mask = new_mask  # the engine reads it again for its records
+        return new_flat
+
+    def load_positions(self, flat: torch.Tensor) -> None:
+        """Adopt saved positions (``DST.load_state_dict``): weights already there keep their
+        values and state, any other position starts at 0."""
+        flat = flat.to(torch.int64).sort().values
+        if not torch.equal(flat, self.layer.flat_positions()):
+            rebuild(self.layer, self.optimizer, flat, None, None)
 
     def enforce(self, optimizer) -> None:
         """Inactive weights are not stored, so they are zero by construction."""
-
-    def _remap(self, new_mask: torch.Tensor, changed: torch.Tensor | None) -> None:
-        new_flat = new_mask.reshape(-1).nonzero().squeeze(1)
-        reset = None if changed is None else changed.reshape(-1)[new_flat]
-        dense = self.grad() if self.layer.capture else None
-        fresh = None if dense is None else (lambda flat: dense.reshape(-1)[flat])
-        rebuild(self.layer, self.optimizer, new_flat, reset, fresh)
 
 
 # ---------------------------------------------------------------------------------- the swap

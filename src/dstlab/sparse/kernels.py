@@ -150,6 +150,23 @@ if HAVE_NUMBA:
                     gval[perm[kk]] = s
                     kk += 1
 
+    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    def _sampled_nb(rows, cols, xt, gyt, out):  # pragma: no cover - compiled
+        for i in prange(rows.shape[0]):
+            g = gyt[rows[i]]
+            x = xt[cols[i]]
+            s = out[i]
+            for j in range(x.shape[0]):
+                s += g[j] * x[j]
+            out[i] = s
+
+    @njit(cache=True, nogil=True)
+    def _column_order_nb(cols, starts, perm):  # pragma: no cover - compiled
+        for k in range(cols.shape[0]):  # a counting sort: linear, and stable
+            c = cols[k]
+            perm[starts[c]] = k
+            starts[c] += 1
+
     def _sync_threads() -> None:
         # numba keeps its own pool; follow torch's setting (the user's `torch.set_num_threads`)
         n = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
@@ -165,6 +182,29 @@ def _zero(dtype: torch.dtype):
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]):
     return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+
+
+def column_order(cols: torch.Tensor, crow_t: torch.Tensor) -> torch.Tensor:
+    """The stable order of entries by column (``torch.argsort(cols, stable=True)``), in linear
+    time from the column starts ``crow_t``."""
+    if not HAVE_NUMBA:
+        return torch.argsort(cols, stable=True)
+    perm = torch.empty(cols.numel(), dtype=torch.int64)
+    _column_order_nb(cols.numpy(), crow_t[:-1].clone().numpy(), perm.numpy())
+    return perm
+
+
+def add_sampled(
+    rows: torch.Tensor, cols: torch.Tensor, xt: torch.Tensor, gyt: torch.Tensor, out: torch.Tensor
+) -> None:
+    """``out[i] += <gyt[rows[i]], xt[cols[i]]>``: entries of ``gyt @ xtᵀ`` at chosen positions."""
+    if HAVE_NUMBA and out.dtype == xt.dtype == gyt.dtype and xt.is_contiguous():
+        _sync_threads()
+        _sampled_nb(rows.numpy(), cols.numpy(), xt.numpy(), gyt.contiguous().numpy(), out.numpy())
+        return
+    for s in range(0, rows.numel(), 1 << 16):
+        r, c = rows[s : s + (1 << 16)], cols[s : s + (1 << 16)]
+        out[s : s + (1 << 16)] += (gyt[r] * xt[c]).sum(1).to(out.dtype)
 
 
 def forward(

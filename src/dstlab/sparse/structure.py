@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dstlab.sparse import kernels
 from dstlab.topology.selection import sample_distinct
 
 _INT32_MAX = 2**31 - 1
@@ -40,10 +41,10 @@ def build(flat: torch.Tensor, shape: tuple[int, int]) -> CSRStructure:
     cols = flat - rows * n_in
     crow = torch.zeros(n_out + 1, dtype=torch.int64)
     crow[1:] = torch.bincount(rows, minlength=n_out).cumsum(0)
-    # stable sort by column keeps rows ascending inside each column: a valid CSR of Wᵀ
-    perm = torch.argsort(cols, stable=True)
     crow_t = torch.zeros(n_in + 1, dtype=torch.int64)
     crow_t[1:] = torch.bincount(cols, minlength=n_in).cumsum(0)
+    # a stable sort by column keeps rows ascending inside each column: a valid CSR of Wᵀ
+    perm = kernels.column_order(cols, crow_t)
     return CSRStructure(
         crow=crow.to(itype),
         col=cols.to(itype),

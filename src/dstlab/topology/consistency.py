@@ -28,13 +28,17 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def fingerprint(mask: torch.Tensor) -> torch.Tensor:
+def fingerprint(active: torch.Tensor) -> torch.Tensor:
     """Three int64s that change when the set of active positions changes: the count, the sum of
-    the flat indices and the sum of their squares modulo a prime."""
-    index = mask.reshape(-1).nonzero().squeeze(1).to(torch.int64)
+    the flat indices and the sum of their squares modulo a prime. ``active`` is a bool mask or
+    the flat indices of the active positions."""
+    index = active.reshape(-1)
+    if index.dtype == torch.bool:
+        index = index.nonzero().squeeze(1)
+    index = index.to(torch.int64)
     return torch.stack(
         (
-            torch.tensor(index.numel(), dtype=torch.int64, device=mask.device),
+            torch.tensor(index.numel(), dtype=torch.int64, device=active.device),
             index.sum(),
             (index * index % _PRIME).sum(),
         )
@@ -42,7 +46,7 @@ def fingerprint(mask: torch.Tensor) -> torch.Tensor:
 
 
 def check_masks_agree(masks: dict[str, torch.Tensor], step: int) -> None:
-    """All-gather every layer's mask fingerprint; raise naming the first layer where a rank
+    """All-gather every layer's mask fingerprint (``masks``: bool masks or flat indices); raise naming the first layer where a rank
     differs from rank 0. One small collective per topology update."""
     rank, size = world()
     if size == 1 or not masks:

@@ -2,7 +2,10 @@
 
 A pruner scores active weights (lowest pruned first); a grower scores inactive positions
 (highest grown first). Scores are elementwise, so they are computed on the gathered active (or
-inactive) entries only. Register a new criterion with one decorated score function::
+inactive) entries only: the engine hands pruners the active values and their gradients
+(:meth:`Pruner.select_active`), and growers of a layer stored sparse a block of dense rows at a
+time (:meth:`Grower.select_streamed`) or the occupied positions alone
+(:meth:`Grower.select_sparse`), so no criterion needs a dense tensor. Register a new criterion with one decorated score function::
 
     @dstlab.register_pruner("abs_grad")
     def abs_grad(weight, grad):
@@ -14,14 +17,20 @@ or one small class deriving from :class:`Pruner` / :class:`Grower`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 
 from dstlab.errors import ConfigError, DstlabError
 from dstlab.registry import Registry
-from dstlab.topology.selection import highest_k, lowest_k, random_subset
+from dstlab.topology.selection import (
+    StreamedHighest,
+    highest_k,
+    lowest_k,
+    random_outside,
+    random_subset,
+)
 
 EPS = 1e-8
 
@@ -68,9 +77,33 @@ class Pruner:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Bool tensor shaped like `weight`: n True, all within `mask`."""
-        _check_count(n, int(torch.count_nonzero(mask)), "active weights to prune")
-        candidates, scores = self.active_scores(weight, grad, mask, generator)
-        return _positions(mask, lowest_k(scores, n, generator), candidates)
+        candidates = mask.reshape(-1).nonzero().squeeze(1)
+        active_grad = None if grad is None else grad.reshape(-1)[candidates]
+        picked = self.select_active(weight.reshape(-1)[candidates], active_grad, n, generator)
+        return _positions(mask, picked, candidates)
+
+    def select_active(
+        self,
+        values: torch.Tensor,
+        grad: torch.Tensor | None,
+        n: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Indices into the active weights ``values`` (with their gradients ``grad``) of the n to
+        remove: what the engine calls, so no criterion ever sees a dense weight."""
+        _check_count(n, values.numel(), "active weights to prune")
+        return lowest_k(self.scores_of_active(values, grad, generator), n, generator)
+
+    def scores_of_active(
+        self,
+        values: torch.Tensor,
+        grad: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The (finite) scores of the active weights ``values``: scores are elementwise."""
+        scores = self.score(values, grad, generator)
+        require_finite(scores, f"'{self.name}' pruning")
+        return scores
 
     def active_scores(
         self,
@@ -79,12 +112,19 @@ class Pruner:
         mask: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat indices of the active weights and their (finite) scores."""
+        """Flat indices of the active weights of a dense ``weight`` and their (finite) scores."""
         candidates = mask.reshape(-1).nonzero().squeeze(1)
         active_grad = None if grad is None else grad.reshape(-1)[candidates]
-        scores = self.score(weight.reshape(-1)[candidates], active_grad, generator)
-        require_finite(scores, f"'{self.name}' pruning")
-        return candidates, scores
+        return candidates, self.scores_of_active(
+            weight.reshape(-1)[candidates], active_grad, generator
+        )
+
+    @property
+    def dense_only(self) -> bool:
+        """Whether this criterion overrides only the dense :meth:`select` (a subclass written
+        before :meth:`select_active`): the engine then hands it dense views."""
+        cls = type(self)
+        return cls.select is not Pruner.select and cls.select_active is Pruner.select_active
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -126,6 +166,47 @@ class Grower:
         out = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
         out[highest_k(scores, n, generator)] = True
         return out.view_as(mask)
+
+    def select_sparse(
+        self, occupied: torch.Tensor, total: int, n: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """n flat positions of ``[0, total)`` outside the sorted ``occupied``, for a grower that
+        picks without scores (random growth), without a dense mask; None for a grower that
+        scores positions (the engine then scores a block of rows at a time, see
+        :meth:`select_streamed`)."""
+        return None
+
+    def select_streamed(
+        self,
+        blocks: Iterable[tuple[int, torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
+        occupied: torch.Tensor,
+        total: int,
+        n: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The same choice as :meth:`select`, from the dense weight, gradient and momentum given
+        a block of rows at a time: ``blocks`` yields ``(offset, weight, grad, momentum)`` with
+        the flat position of each block's first entry, in ascending order. Only the block and
+        about 2n candidates are held, never a dense tensor."""
+        _check_count(n, total - occupied.numel(), "inactive positions to grow")
+        occupied = occupied.contiguous()
+        best = StreamedHighest(n)
+        for offset, weight, grad, momentum in blocks:
+            scores = self.score(weight, grad, momentum).detach().reshape(-1)
+            require_finite(scores, f"'{self.name}' growth")
+            lo, hi = torch.searchsorted(
+                occupied, torch.tensor([offset, offset + scores.numel()])
+            ).tolist()
+            # out of place: a score may be a view of its input (e.g. of the engine's momentum)
+            best.add(offset, scores.index_fill(0, occupied[lo:hi] - offset, float("-inf")))
+        return best.pick(generator)
+
+    @property
+    def dense_only(self) -> bool:
+        """Whether this criterion overrides only the dense :meth:`select` (a subclass written
+        before :meth:`select_sparse`): the engine then hands it dense views."""
+        cls = type(self)
+        return cls.select is not Grower.select and cls.select_sparse is Grower.select_sparse
 
 
 def _check_count(n: int, available: int, what: str) -> None:
@@ -316,23 +397,20 @@ class SETPruner(Pruner):
 
     has_score = False
 
-    def select(self, weight, grad, mask, n, generator=None):
-        candidates = mask.reshape(-1).nonzero().squeeze(1)
-        _check_count(n, candidates.numel(), "active weights to prune")
-        values = weight.reshape(-1)[candidates]
+    def select_active(self, values, grad, n, generator=None):
+        _check_count(n, values.numel(), "active weights to prune")
         require_finite(values, "'set' pruning")
         positive = (values >= 0).nonzero().squeeze(1)
         negative = (values < 0).nonzero().squeeze(1)
         n_pos = min((n + 1) // 2, positive.numel())
         n_neg = min(n - n_pos, negative.numel())
         n_pos = n - n_neg
-        chosen = torch.cat(
+        return torch.cat(
             [
                 positive[lowest_k(values[positive], n_pos, generator)],
                 negative[highest_k(values[negative], n_neg, generator)],
             ]
         )
-        return _positions(mask, chosen, candidates)
 
 
 # --------------------------------------------------------------------------- growth criteria
@@ -348,6 +426,11 @@ class RandomGrower(Grower):
         out = torch.zeros_like(inactive)
         out[random_subset(inactive, n, generator)] = True
         return out.view_as(mask)
+
+    def select_sparse(self, occupied, total, n, generator=None):
+        """The same draws as :meth:`select` with the mask given as its sorted positions."""
+        _check_count(n, total - occupied.numel(), "inactive positions to grow")
+        return random_outside(occupied, total, n, generator)
 
 
 @register_grower("gradient")

@@ -132,9 +132,11 @@ class DST:
         if score_smoothing is not None and not self.pruner.has_score:
             raise ConfigError(f"pruning criterion '{self.pruner.name}' has no score to smooth.")
 
-        params, dense = sparsifiable_parameters(model, dense_layers)
+        native = native_sparse_layers(model)
+        params, dense = sparsifiable_parameters(model, dense_layers, allow_none=bool(native))
         held = optimizer_parameters(optimizer)
         missing = [n for n in params if n not in dense and id(params[n]) not in held]
+        missing += [n for n, m in native.items() if id(m.dst_parameter()) not in held]
         if missing:
             raise ConfigError(
                 f"the optimizer does not hold the model's parameter {missing[0]!r}; "
@@ -142,8 +144,10 @@ class DST:
             )
         self.dense_layers = dense
         shapes = {n: tuple(p.shape) for n, p in params.items()}
-        self.layer_density = layer_densities(
-            shapes, density, distribution, power=erk_power, dense=dense
+        self.layer_density = (
+            layer_densities(shapes, density, distribution, power=erk_power, dense=dense)
+            if set(shapes) - set(dense)
+            else dict.fromkeys(shapes, 1.0)  # only layers built sparse (and dense ones)
         )
         self.generator = torch.Generator().manual_seed(self.seed)
         self.shadow_generator = torch.Generator().manual_seed(self.seed + _SHADOW_SEED_OFFSET)
@@ -155,8 +159,11 @@ class DST:
         self.targets = build_targets(
             backend, model, optimizer, {n: params[n] for n in masks}, masks, backend_options or {}
         )
+        # layers built sparse (e.g. SparseLinear(n_in, n_out, density=...)) keep their density
+        self.targets += [m.dst_target(n, optimizer) for n, m in native.items()]
+        self.layer_density.update({n: m.density for n, m in native.items()})
         self._dense_numel = sum(params[n].numel() for n in dense)
-        self.tracker = TopologyTracker(self.masks)
+        self.tracker = TopologyTracker(self._positions(), {t.name: t.numel for t in self.targets})
         self.step_count = 0
         self.records: list[dict[str, Any]] = []
         self._smoothed: dict[str, torch.Tensor] = {}
@@ -174,8 +181,20 @@ class DST:
 
     @property
     def masks(self) -> dict[str, torch.Tensor]:
-        """{parameter name: bool mask} of every sparse parameter."""
+        """{parameter name: bool mask} of every sparse parameter. A layer stored sparse
+        (``backend="sparse"``, ``SparseLinear``) builds its dense mask here, on demand: the
+        engine itself works in positions (:meth:`positions`) and never asks for it."""
         return {t.name: t.mask for t in self.targets}
+
+    def positions(self) -> dict[str, torch.Tensor]:
+        """{parameter name: sorted flat indices of the active weights}, never dense."""
+        return self._positions()
+
+    def _positions(self) -> dict[str, torch.Tensor]:
+        return {
+            t.name: torch.empty(0, dtype=torch.long) if t.is_meta else t.active_flat()
+            for t in self.targets
+        }
 
     def current_density(self) -> float:
         active = sum(t.active for t in self.targets) + self._dense_numel
@@ -248,7 +267,7 @@ class DST:
     def enforce(self) -> None:
         """Zero weights, gradients and optimizer state wherever a mask is off."""
         for target in self.targets:
-            if not target.mask.is_meta:  # a meta model (built to check shapes) holds no values
+            if not target.is_meta:  # a meta model (built to check shapes) holds no values
                 target.enforce(self.optimizer)
 
     def compare_criteria(self, criteria: Sequence[str], fraction: float) -> dict[str, Any]:
@@ -258,17 +277,20 @@ class DST:
             raise ConfigError(f"fraction must be in (0, 1], got {fraction}.")
         pruners = {name: self._pruner(name) for name in criteria}
         grads = self._current_grads()
-        counts = {t.name: count_to_replace(fraction, t.active) for t in self.targets}
+        active = self._positions()
+        counts = {n: count_to_replace(fraction, flat.numel()) for n, flat in active.items()}
         removed = {
-            name: self._prune_sets(p, grads, counts, self.shadow_generator, smoothed=False)
+            name: self._prune_sets(p, active, grads, counts, self.shadow_generator, smoothed=False)
             for name, p in pruners.items()
         }
         return similarity_matrix(removed, list(criteria))
 
     def state_dict(self) -> dict[str, Any]:
+        # a dense layer saves its mask; a sparse one its positions (never a dense tensor)
         state: dict[str, Any] = {
             "step": self.step_count,
-            "masks": {n: m.clone() for n, m in self.masks.items()},
+            "masks": {t.name: t.mask.clone() for t in self.targets if not t.compact},
+            "positions": {t.name: t.active_flat().clone() for t in self.targets if t.compact},
             "generator": self.generator.get_state(),
             "shadow_generator": self.shadow_generator.get_state(),
             "tracker": self.tracker.state_dict(),
@@ -282,19 +304,32 @@ class DST:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         names = {t.name for t in self.targets}
-        if set(state["masks"]) != names:
+        saved_masks, saved_positions = state["masks"], state.get("positions", {})
+        if {*saved_masks, *saved_positions} != names:
             raise ConfigError(
                 "this DST state belongs to a model with other sparse layers "
-                f"({sorted(state['masks'])}) than this one ({sorted(names)})."
+                f"({sorted({*saved_masks, *saved_positions})}) than this one ({sorted(names)})."
             )
         for target in self.targets:
-            mask = state["masks"][target.name].to(device=target.mask.device, dtype=torch.bool)
-            if mask.shape != target.mask.shape:
+            if target.name in saved_positions:
+                flat = saved_positions[target.name].to(torch.int64)
+                if flat.numel() and int(flat.max()) >= target.numel:
+                    raise ConfigError(
+                        f"the saved positions of {target.name!r} reach past its "
+                        f"{target.numel} weights."
+                    )
+                target.load_positions(flat)
+                continue
+            mask = saved_masks[target.name].to(dtype=torch.bool)
+            if tuple(mask.shape) != tuple(target.shape):
                 raise ConfigError(
                     f"the saved mask of {target.name!r} has shape "
                     f"{tuple(mask.shape)}, the layer has {target.shape}."
                 )
-            target.mask = mask.clone()
+            if target.compact:
+                target.load_positions(mask.reshape(-1).nonzero().squeeze(1))
+            else:
+                target.mask = mask.to(target.mask.device).clone()
         self.step_count = int(state["step"])
         self.generator.set_state(state["generator"])
         self.shadow_generator.set_state(state["shadow_generator"])
@@ -304,7 +339,7 @@ class DST:
         # a checkpoint must not grow with every update; this session records from here on
         self.records = []
         if self._keeps_momentum:
-            devices = {t.name: t.mask.device for t in self.targets}
+            devices = {t.name: t.param.device for t in self.targets}
             self._grad_momentum = {
                 n: m.to(devices[n]).clone()
                 for n, m in state.get("grad_momentum", {}).items()
@@ -331,25 +366,25 @@ class DST:
 
     # ------------------------------------------------------------------ the update
 
-    def _current_grads(self, copy: bool = False) -> dict[str, torch.Tensor | None]:
-        grads = {t.name: t.grad() for t in self.targets}
-        if copy:
-            grads = {n: None if g is None else g.clone() for n, g in grads.items()}
-        return grads
+    def _current_grads(self, copy: bool = False) -> dict[str, Any]:
+        """{layer: its gradient as criteria read it (``.active(flat)``, ``.dense()``) or None}."""
+        return {t.name: t.gradient(copy) for t in self.targets}
 
-    def _update(self, t: int, grads: dict[str, torch.Tensor | None]) -> dict[str, Any]:
+    def _update(self, t: int, grads: dict[str, Any]) -> dict[str, Any]:
         fraction = self.drop.at(t)
-        counts = {tg.name: count_to_replace(fraction, tg.active) for tg in self.targets}
+        active = self._positions()
+        counts = {n: count_to_replace(fraction, flat.numel()) for n, flat in active.items()}
         # decide everything first, so a failure (non-finite scores) leaves the masks untouched
-        removed = self._prune_sets(self.pruner, grads, counts, self.generator, smoothed=True)
-        grown: dict[str, torch.Tensor] = {}
+        removed = self._prune_sets(self.pruner, active, grads, counts, self.generator, True)
+        kept, grown = {}, {}
         for target in self.targets:
-            kept = target.mask & ~removed[target.name]
-            n = int(torch.count_nonzero(removed[target.name]))
+            gone = removed[target.name]
+            kept[target.name] = active[target.name][~gone]
+            n = int(torch.count_nonzero(gone))
             momentum = self._grad_momentum.get(target.name) if self._keeps_momentum else None
             try:
-                grown[target.name] = self.grower.select(
-                    target.weight(), grads[target.name], kept, n, self.generator, momentum
+                grown[target.name] = target.grow(
+                    self.grower, kept[target.name], n, self.generator, grads[target.name], momentum
                 )
             except NonFiniteScoreError as error:
                 raise _in_layer(error, target.name, t) from None
@@ -359,74 +394,86 @@ class DST:
             for name, pruner in self.shadow_pruners.items():
                 if name != self.pruner.name:
                     sets[name] = self._prune_sets(
-                        pruner, grads, counts, self.shadow_generator, smoothed=False
+                        pruner, active, grads, counts, self.shadow_generator, smoothed=False
                     )
             similarity = similarity_matrix(sets, list(sets))
-        layers = {}
+        layers, positions = {}, {}
         for target in self.targets:
-            gone, new = removed[target.name], grown[target.name]
-            target.apply((target.mask & ~gone) | new, gone | new, self.optimizer)
+            name = target.name
+            positions[name] = target.apply_positions(
+                active[name], removed[name], grown[name], self.optimizer
+            )
             layers[target.name] = {
                 "active": target.active,
-                "removed": int(torch.count_nonzero(gone)),
-                "grown": int(torch.count_nonzero(new)),
+                "removed": int(torch.count_nonzero(removed[target.name])),
+                "grown": int(grown[target.name].numel()),
             }
         self._smoothed.clear()
         record = {
             "step": t,
             "drop_fraction": fraction,
             "density": self.current_density(),
-            **self.tracker.observe(self.masks),
+            **self.tracker.observe(positions, grown),
             "layers": layers,
         }
         if similarity is not None:
             record["similarity"] = similarity
         self.records.append(record)
-        check_masks_agree(self.masks, t)
+        check_masks_agree(positions, t)
         return record
 
-    def _prune_sets(self, pruner: Pruner, grads, counts, generator, smoothed: bool):
-        """{layer: bool tensor of the weights `pruner` removes}, locally or globally."""
+    def _prune_sets(self, pruner: Pruner, active, grads, counts, generator, smoothed: bool):
+        """{layer: bool over its active weights (in ``active`` order) of those `pruner`
+        removes}, locally or globally. Criteria see the active values and gradients only."""
         use_smoothed = smoothed and self.score_smoothing is not None and self._smoothed
         if self.selection == "local" and not use_smoothed:
             out = {}
             for target in self.targets:
+                flat, grad = active[target.name], grads[target.name]
                 try:
-                    out[target.name] = pruner.select(
-                        target.weight(),
-                        grads[target.name],
-                        target.mask,
+                    if pruner.dense_only:  # written for dense tensors only: give it them
+                        chosen = pruner.select(
+                            target.weight(),
+                            None if grad is None else grad.dense(),
+                            target.mask,
+                            counts[target.name],
+                            generator,
+                        )
+                        out[target.name] = chosen.reshape(-1)[flat]
+                        continue
+                    picked = pruner.select_active(
+                        target.active_values(flat),
+                        None if grad is None else grad.active(flat),
                         counts[target.name],
                         generator,
                     )
                 except NonFiniteScoreError as error:
                     raise _in_layer(error, target.name, self.step_count) from None
+                out[target.name] = _chosen(flat.numel(), picked)
             return out
         # score-based: active scores of every layer, then one threshold (global) or one per layer
-        active, scores = {}, {}
+        scores = {}
         for target in self.targets:
+            flat, grad = active[target.name], grads[target.name]
             try:
                 if use_smoothed and target.name in self._smoothed:
-                    cand = target.mask.reshape(-1).nonzero().squeeze(1)
-                    s = self._smoothed[target.name].reshape(-1)[cand]
+                    s = self._smoothed[target.name]
+                    s = s if target.compact else s.reshape(-1)[flat]
                     require_finite(s, f"smoothed '{pruner.name}' pruning")
                 else:
-                    cand, s = pruner.active_scores(
-                        target.weight(), grads[target.name], target.mask, generator
+                    s = pruner.scores_of_active(
+                        target.active_values(flat),
+                        None if grad is None else grad.active(flat),
+                        generator,
                     )
             except NonFiniteScoreError as error:
                 raise _in_layer(error, target.name, self.step_count) from None
-            active[target.name], scores[target.name] = cand, s
+            scores[target.name] = s
         if self.selection == "local":
             picked = {n: lowest_k(scores[n], counts[n], generator) for n in scores}
         else:
             picked = self._global_pick(scores, active, sum(counts.values()), generator)
-        out = {}
-        for target in self.targets:
-            flat = torch.zeros(target.numel, dtype=torch.bool, device=target.mask.device)
-            flat[active[target.name][picked[target.name]]] = True
-            out[target.name] = flat.view(target.shape)
-        return out
+        return {n: _chosen(active[n].numel(), picked[n]) for n in scores}
 
     def _global_pick(self, scores, active, total, generator):
         names = [t.name for t in self.targets]
@@ -488,14 +535,36 @@ class DST:
         """EMA of the pruning score between updates (an extra of SPEC §4)."""
         beta = self.score_smoothing
         for target in self.targets:
-            grad = target.grad()
-            score = self.pruner.score(target.weight(), grad, self.generator)
+            if target.compact:  # the active weights only: the set does not move between updates
+                flat = target.active_flat()
+                gradient = target.gradient()
+                grad = None if gradient is None else gradient.active(flat)
+                score = self.pruner.score(target.active_values(flat), grad, self.generator)
+            else:
+                score = self.pruner.score(target.weight(), target.grad(), self.generator)
             previous = self._smoothed.get(target.name)
             self._smoothed[target.name] = (
                 score.clone()
                 if previous is None
                 else previous.mul_(beta).add_(score, alpha=1 - beta)
             )
+
+
+def _chosen(size: int, picked: torch.Tensor) -> torch.Tensor:
+    """A bool over ``size`` active weights, True at ``picked``."""
+    out = torch.zeros(size, dtype=torch.bool, device=picked.device)
+    out[picked] = True
+    return out
+
+
+def native_sparse_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """{weight name: module} of the layers that are sparse by construction: modules with a
+    ``dst_target(name, optimizer)`` method, e.g. ``dstlab.sparse.SparseLinear``."""
+    return {
+        f"{name}.weight" if name else "weight": module
+        for name, module in model.named_modules()
+        if callable(getattr(module, "dst_target", None))
+    }
 
 
 def _prune_options(

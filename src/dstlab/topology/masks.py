@@ -3,7 +3,10 @@ a mask is off.
 
 The engine handles each sparse parameter through a *target*: :class:`MaskedTarget` keeps a dense
 weight and a bool mask. Another backend (``dstlab.sparse``) supplies targets with the same
-methods that store only the active values."""
+methods that store only the active values. The engine speaks to targets in positions: the
+sorted flat indices of the active weights (:meth:`MaskedTarget.active_flat`), their values and
+gradients, and the positions a grower picks; a target builds a dense view only if it is dense
+anyway (this one) or a criterion can only read dense tensors."""
 
 from __future__ import annotations
 
@@ -18,13 +21,14 @@ from dstlab.topology.backends import register_backend
 
 
 def sparsifiable_parameters(
-    model: nn.Module, dense_layers: Iterable[str] = ()
+    model: nn.Module, dense_layers: Iterable[str] = (), allow_none: bool = False
 ) -> tuple[dict[str, nn.Parameter], list[str]]:
     """The weights with >= 2 dims (Linear, Conv, ...) and which of them the user keeps dense
-    (by exact name or fnmatch pattern, e.g. ``"fc1.weight"``, ``"conv1.*"``)."""
+    (by exact name or fnmatch pattern, e.g. ``"fc1.weight"``, ``"conv1.*"``); ``allow_none``
+    when the model has layers that are sparse by construction."""
     patterns = list(dense_layers)
     params = {n: p for n, p in model.named_parameters() if p.dim() >= 2 and p.requires_grad}
-    if not params:
+    if not params and not allow_none:
         raise ConfigError(
             f"the model {type(model).__name__} has no parameter with 2 or more dimensions to "
             "sparsify (only Linear/Conv-like weights can be sparse)."
@@ -48,8 +52,25 @@ def state_tensors(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> list
     return [v for v in state.values() if torch.is_tensor(v) and v.shape == param.shape]
 
 
+class DenseGradient:
+    """A masked layer's gradient as the criteria read it: whole, or at the active positions."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def active(self, flat: torch.Tensor) -> torch.Tensor:
+        return self.tensor.reshape(-1)[flat]
+
+    def dense(self) -> torch.Tensor:
+        return self.tensor
+
+
 class MaskedTarget:
     """A dense weight multiplied by a bool mask: the default ``backend="masked"``."""
+
+    #: whether the engine keeps per-layer score state over the active weights only (a dense
+    #: layer keeps it dense, as it always did)
+    compact = False
 
     def __init__(self, name: str, param: nn.Parameter, mask: torch.Tensor):
         self.name = name
@@ -72,6 +93,52 @@ class MaskedTarget:
     @property
     def active(self) -> int:
         return int(torch.count_nonzero(self.mask))
+
+    @property
+    def is_meta(self) -> bool:
+        return self._mask.is_meta
+
+    def active_flat(self) -> torch.Tensor:
+        """Sorted flat indices of the active weights."""
+        return self.mask.reshape(-1).nonzero().squeeze(1)
+
+    def active_values(self, flat: torch.Tensor) -> torch.Tensor:
+        return self.param.detach().reshape(-1)[flat]
+
+    def gradient(self, copy: bool = False) -> DenseGradient | None:
+        grad = self.grad()
+        if grad is None:
+            return None
+        return DenseGradient(grad.clone() if copy else grad)
+
+    def grow(self, grower, kept: torch.Tensor, n: int, generator, gradient, momentum):
+        """Flat positions of the n weights ``grower`` activates, ``kept`` the sorted positions
+        that stay active."""
+        mask = torch.zeros(self.numel, dtype=torch.bool, device=self._mask.device)
+        mask[kept] = True
+        grad = None if gradient is None else gradient.dense()
+        chosen = grower.select(self.weight(), grad, mask.view(self.shape), n, generator, momentum)
+        return chosen.reshape(-1).nonzero().squeeze(1)
+
+    def apply_positions(
+        self, active: torch.Tensor, removed: torch.Tensor, grown: torch.Tensor, optimizer
+    ) -> torch.Tensor:
+        """Activate the ``active`` positions less ``removed`` (a bool over them), and ``grown``;
+        grown and pruned weights restart at 0. Returns the new positions."""
+        kept = active[~removed]
+        changed = self.mask.clone().reshape(-1)
+        changed[kept] = False
+        changed[grown] = True
+        new = torch.zeros_like(changed)
+        new[kept] = True
+        new[grown] = True
+        self.apply(new.view(self.shape), changed.view(self.shape), optimizer)
+        return new.nonzero().squeeze(1)
+
+    def load_positions(self, flat: torch.Tensor) -> None:
+        mask = torch.zeros(self.numel, dtype=torch.bool, device=self._mask.device)
+        mask[flat.to(mask.device)] = True
+        self.mask = mask.view(self.shape)
 
     def weight(self) -> torch.Tensor:
         return self.param.detach()

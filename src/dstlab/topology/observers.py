@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from dstlab.topology.selection import merge_disjoint
+
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     """|A ∩ B| / |A ∪ B| of two bool tensors; 1.0 when both are empty."""
@@ -43,27 +45,77 @@ def similarity_matrix(
 
 
 class TopologyTracker:
-    """Keeps the initial and ever-active sets to report ITOP rate and churn."""
+    """Keeps the initial and the ever-active positions of each layer to report ITOP rate and
+    churn: sorted int64 flat indices (8 bytes per position, so a layer at density d costs
+    16·d bytes per weight at the start, growing with exploration), never a dense mask.
 
-    def __init__(self, masks: Mapping[str, torch.Tensor]):
-        self.initial = {n: m.clone() for n, m in masks.items()}
-        self.ever_active = {n: m.clone() for n, m in masks.items()}
-        self.total = sum(m.numel() for m in masks.values())
+    Layers are given as sorted flat indices with ``sizes`` (their numbers of weights), or as
+    bool masks (then turned into indices)."""
 
-    def observe(self, masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        for name, mask in masks.items():
-            self.ever_active[name] |= mask
-        itop = sum(int(torch.count_nonzero(m)) for m in self.ever_active.values()) / self.total
+    def __init__(
+        self,
+        active: Mapping[str, torch.Tensor],
+        sizes: Mapping[str, int] | None = None,
+    ):
+        self.sizes = {n: _size(n, a, sizes) for n, a in active.items()}
+        self.initial = {n: _indices(a) for n, a in active.items()}
+        self.ever_active = {n: i.clone() for n, i in self.initial.items()}
+        self.total = sum(self.sizes.values())
+
+    def observe(
+        self,
+        active: Mapping[str, torch.Tensor],
+        grown: Mapping[str, torch.Tensor] | None = None,
+    ) -> dict[str, float]:
+        """ITOP and churn of the layers now ``active``; ``grown``: the positions activated since
+        the last observation, when known (only they can be new: a shorter search)."""
         inter = union = 0
-        for name, mask in masks.items():
-            i, u = _counts(self.initial[name], mask)
+        for name, now in active.items():
+            now = _indices(now)
+            ever = self.ever_active[name]
+            fresh = now if grown is None else grown[name].sort().values
+            self.ever_active[name] = _union_sorted(ever, fresh.to(ever.device))
+            i = int(_isin_sorted(self.initial[name], now).sum())
             inter += i
-            union += u
+            union += self.initial[name].numel() + now.numel() - i
+        itop = sum(e.numel() for e in self.ever_active.values()) / self.total
         return {"itop": itop, "churn": 1.0 - (inter / union if union else 1.0)}
 
     def state_dict(self) -> dict:
-        return {"initial": self.initial, "ever_active": self.ever_active}
+        return {"initial": self.initial, "ever_active": self.ever_active, "sizes": self.sizes}
 
     def load_state_dict(self, state: dict) -> None:
-        self.initial = {n: m.clone() for n, m in state["initial"].items()}
-        self.ever_active = {n: m.clone() for n, m in state["ever_active"].items()}
+        """A saved state; one of an older dstlab (dense bool masks) too."""
+        self.sizes = {n: _size(n, m, state.get("sizes")) for n, m in state["initial"].items()}
+        self.initial = {n: _indices(m).clone() for n, m in state["initial"].items()}
+        self.ever_active = {n: _indices(m).clone() for n, m in state["ever_active"].items()}
+        self.total = sum(self.sizes.values())
+
+
+def _indices(active: torch.Tensor) -> torch.Tensor:
+    """Sorted flat int64 indices from a bool mask or from indices (already sorted)."""
+    if active.dtype == torch.bool:
+        return active.reshape(-1).nonzero().squeeze(1)
+    return active.to(torch.int64)
+
+
+def _size(name: str, active: torch.Tensor, sizes: Mapping[str, int] | None) -> int:
+    if active.dtype == torch.bool:
+        return active.numel()
+    if sizes is None or name not in sizes:
+        raise ValueError(f"layer {name!r} is given as indices, so its size is needed.")
+    return int(sizes[name])
+
+
+def _union_sorted(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The sorted union of two sorted sets, by merging (linear, where a sort is not)."""
+    new = b[~_isin_sorted(b, a)]
+    return merge_disjoint(a, new)[0] if new.numel() else a
+
+
+def _isin_sorted(values: torch.Tensor, sorted_set: torch.Tensor) -> torch.Tensor:
+    """Bool per element of ``values``: whether it is in the sorted ``sorted_set``."""
+    if not sorted_set.numel():
+        return torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+    at = torch.searchsorted(sorted_set, values).clamp_(max=sorted_set.numel() - 1)
+    return sorted_set[at] == values

@@ -115,3 +115,102 @@ def sample_distinct(
         first = np.unique(drawn, return_index=True)[1]  # first occurrence of each value
         if first.size >= k:
             return torch.from_numpy(drawn[np.sort(first)[:k]])
+
+
+class StreamedHighest:
+    """The k highest scores of a long vector seen one block at a time, in ascending position
+    order, holding only about 2k candidates: exactly :func:`highest_k` of the whole vector
+    (same positions, same tie draws), without ever holding it.
+
+    Positions scored ``-inf`` are never chosen (the caller marks excluded positions so). A
+    running threshold, the k-th best score seen so far, filters each block: a score below the
+    k-th best of a subset cannot be among the k best of all, nor tie with the final threshold,
+    so the pool always holds every position :func:`highest_k` could choose, in ascending order,
+    and its tie-breaking draws the same numbers."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.threshold = float("-inf")
+        self._scores: list[torch.Tensor] = []
+        self._positions: list[torch.Tensor] = []
+        self._pooled = 0
+
+    def add(self, offset: int, scores: torch.Tensor) -> None:
+        """The scores of positions ``offset, offset + 1, ...``."""
+        if self.k <= 0:
+            return
+        scores = scores.reshape(-1)
+        if self.threshold > float("-inf"):
+            keep = (scores >= self.threshold).nonzero().squeeze(1)
+        else:
+            keep = (scores > float("-inf")).nonzero().squeeze(1)
+        self._scores.append(scores[keep].clone())
+        self._positions.append(keep + offset)
+        self._pooled += keep.numel()
+        if self._pooled > 2 * self.k + _SAMPLE:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        scores, positions = torch.cat(self._scores), torch.cat(self._positions)
+        kth = float(kth_smallest(-scores, self.k).neg())
+        kept = scores >= kth
+        self._scores, self._positions = [scores[kept]], [positions[kept]]
+        self._pooled = int(kept.sum())
+        self.threshold = max(self.threshold, kth)
+
+    def pick(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Flat positions of the k highest scores (ties at the threshold at random)."""
+        if self.k <= 0:
+            return torch.empty(0, dtype=torch.long)
+        if not self._scores:
+            raise ValueError(f"cannot select {self.k} of 0 candidate positions.")
+        scores, positions = torch.cat(self._scores), torch.cat(self._positions)
+        if positions.numel() < self.k:
+            raise ValueError(f"cannot select {self.k} of {positions.numel()} candidate positions.")
+        return positions[highest_k(scores, self.k, generator)]
+
+
+def random_outside(
+    occupied: torch.Tensor, total: int, k: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """:func:`random_subset` of the positions of ``[0, total)`` outside the sorted ``occupied``
+    (the same draws, so the same positions), without a dense mask: rejection sampling tests a
+    drawn position by binary search, and the dense-enough case lists the free positions a
+    chunk at a time (then there are at most about 4k of them)."""
+    available = total - occupied.numel()
+    if k <= 0:
+        return torch.empty(0, dtype=torch.long)
+    if k * 4 <= available:
+        return sample_distinct(
+            total, k, available, lambda drawn: ~_contains(occupied, drawn), generator
+        )
+    pool = free_positions(occupied, total)
+    return pool[torch.randperm(pool.numel(), generator=generator)[:k]]
+
+
+def _contains(sorted_set: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    if not sorted_set.numel():
+        return torch.zeros(values.shape, dtype=torch.bool)
+    at = torch.searchsorted(sorted_set, values).clamp_(max=sorted_set.numel() - 1)
+    return sorted_set[at] == values
+
+
+def merge_disjoint(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sorted union of two disjoint sorted sets, and a bool per entry of it: from ``b``.
+    Linear (a merge by binary search), where sorting the concatenation is not."""
+    at = torch.searchsorted(a, b) + torch.arange(b.numel(), device=a.device)
+    out = torch.empty(a.numel() + b.numel(), dtype=a.dtype, device=a.device)
+    from_b = torch.zeros(out.numel(), dtype=torch.bool, device=a.device)
+    from_b[at] = True
+    out[at] = b
+    out[~from_b] = a
+    return out, from_b
+
+
+def free_positions(occupied: torch.Tensor, total: int, chunk: int = 1 << 22) -> torch.Tensor:
+    """The sorted positions of ``[0, total)`` not in the sorted ``occupied``, a chunk at a time."""
+    parts = []
+    for start in range(0, total, chunk):
+        span = torch.arange(start, min(total, start + chunk))
+        parts.append(span[~_contains(occupied, span)])
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
