@@ -548,9 +548,9 @@ class _Run:
         """Active fraction of the sparse parameters (1.0 for a dense run)."""
         if self.dst is None:
             return 1.0
-        masks = list(self.dst.masks.values())
-        total = sum(m.numel() for m in masks)
-        return sum(int(m.sum()) for m in masks) / total if total else 1.0
+        # the targets' counts: `dst.masks` would build dense masks for truly sparse layers
+        total = sum(t.numel for t in self.dst.targets)
+        return sum(t.active for t in self.dst.targets) / total if total else 1.0
 
     def _start_similarity(self) -> None:
         """SPEC §6 "at the start" on the first batch of the first epoch's order; the run itself
