@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from dstlab.topology import selection
-from dstlab.topology.selection import highest_k, lowest_k, random_subset, sample_distinct
+from dstlab.topology.selection import (
+    StreamedHighest,
+    highest_k,
+    lowest_k,
+    random_subset,
+    sample_distinct,
+)
 
 
 def _gen(seed=0):
@@ -82,3 +88,41 @@ def test_sample_distinct_keeps_first_occurrences_and_refuses_too_many():
     assert out.numel() == 100 == out.unique().numel() and bool((out % 2 == 0).all())
     with pytest.raises(ValueError, match="cannot draw 6 distinct positions of 5"):
         sample_distinct(10, 6, 5)
+
+
+def _streamed(scores: torch.Tensor, k: int, seed: int, tie_cap: int, block: int = 5000):
+    gen = torch.Generator().manual_seed(seed)
+    best = StreamedHighest(k, gen, tie_cap=tie_cap)
+    for offset in range(0, scores.numel(), block):
+        best.add(offset, scores[offset : offset + block])
+    return best.pick(gen)
+
+
+def test_streamed_selection_with_masses_of_ties_holds_k_of_them_and_stays_uniform():
+    # 60,000 positions: 7 clear winners, 3 more slots for 50,000 zeros (dead units), the rest
+    # below; the tie cap is far below 50,000, so ties are drawn by random keys
+    scores = torch.full((60_000,), -1.0)
+    scores[torch.arange(0, 50_000) * 6 // 5] = 0.0
+    winners = torch.tensor([3, 999, 20_001, 33_333, 41_000, 52_222, 59_999])
+    scores[winners] = torch.arange(1.0, 8.0)
+    zeros = (scores == 0).nonzero().squeeze(1)
+    counts = torch.zeros(60_000)
+    for seed in range(400):
+        picked = _streamed(scores, 10, seed, tie_cap=100)
+        assert picked.numel() == 10 == picked.unique().numel()
+        assert set(winners.tolist()) <= set(picked.tolist())
+        assert bool((scores[picked] >= 0).all())
+        counts[picked] += 1
+    # 1,200 tie draws over 50,000 zeros: spread out, not stuck on the first block's ties
+    tie_hits = counts[zeros]
+    assert tie_hits.sum() == 1200 and tie_hits.max() <= 4
+    assert tie_hits[25_000:].sum() > 400  # the second half of the stream gets its share
+
+
+def test_streamed_selection_below_the_tie_cap_is_exactly_highest_k():
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 50, (40_000,), generator=gen).float()  # many ties
+    for seed in range(3):
+        expected = highest_k(scores, 500, torch.Generator().manual_seed(seed))
+        got = _streamed(scores, 500, seed, tie_cap=1 << 22)
+        assert torch.equal(got, expected)

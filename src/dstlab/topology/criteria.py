@@ -190,7 +190,7 @@ class Grower:
         about 2n candidates are held, never a dense tensor."""
         _check_count(n, total - occupied.numel(), "inactive positions to grow")
         occupied = occupied.contiguous()
-        best = StreamedHighest(n)
+        best = StreamedHighest(n, generator)
         for offset, weight, grad, momentum in blocks:
             scores = self.score(weight, grad, momentum).detach().reshape(-1)
             require_finite(scores, f"'{self.name}' growth")

@@ -126,20 +126,34 @@ class StreamedHighest:
     running threshold, the k-th best score seen so far, filters each block: a score below the
     k-th best of a subset cannot be among the k best of all, nor tie with the final threshold,
     so the pool always holds every position :func:`highest_k` could choose, in ascending order,
-    and its tie-breaking draws the same numbers."""
+    and its tie-breaking draws the same numbers.
 
-    def __init__(self, k: int):
+    One exception keeps memory bounded: when more than ``tie_cap`` positions tie at the
+    threshold (a huge layer's dead units all score 0), holding every tie would take memory in
+    proportion to the layer. Then each tie gets a random key from ``generator`` as it streams
+    by and only the k smallest keys are kept: still a uniform choice among the ties, but other
+    draws than :func:`highest_k`'s."""
+
+    def __init__(self, k: int, generator: torch.Generator | None = None, tie_cap: int = 1 << 22):
         self.k = k
+        self.generator = generator
+        self.tie_cap = max(tie_cap, 4 * k)
         self.threshold = float("-inf")
         self._scores: list[torch.Tensor] = []
         self._positions: list[torch.Tensor] = []
         self._pooled = 0
+        # sampling mode (too many ties): positions tied at the threshold and their random keys
+        self._tied: torch.Tensor | None = None
+        self._keys = torch.empty(0)
 
     def add(self, offset: int, scores: torch.Tensor) -> None:
         """The scores of positions ``offset, offset + 1, ...``."""
         if self.k <= 0:
             return
         scores = scores.reshape(-1)
+        if self._tied is not None:
+            self._add_sampling(offset, scores)
+            return
         if self.threshold > float("-inf"):
             keep = (scores >= self.threshold).nonzero().squeeze(1)
         else:
@@ -149,6 +163,8 @@ class StreamedHighest:
         self._pooled += keep.numel()
         if self._pooled > 2 * self.k + _SAMPLE:
             self._shrink()
+            if self._pooled > self.tie_cap:
+                self._start_sampling()
 
     def _shrink(self) -> None:
         scores, positions = torch.cat(self._scores), torch.cat(self._positions)
@@ -158,10 +174,58 @@ class StreamedHighest:
         self._pooled = int(kept.sum())
         self.threshold = max(self.threshold, kth)
 
+    def _start_sampling(self) -> None:
+        """Keep the scores above the threshold; of the ties, k at random (by their keys)."""
+        scores, positions = self._scores[0], self._positions[0]
+        above = scores > self.threshold
+        self._scores, self._positions = [scores[above]], [positions[above]]
+        self._pooled = int(above.sum())
+        self._tied, self._keys = positions[:0], torch.empty(0)
+        self._add_ties(positions[~above])
+
+    def _add_ties(self, positions: torch.Tensor) -> None:
+        keys = torch.rand(positions.numel(), generator=self.generator, dtype=torch.float64)
+        tied, keys = torch.cat([self._tied, positions]), torch.cat([self._keys, keys])
+        if keys.numel() > self.k:
+            smallest = torch.topk(keys, self.k, largest=False).indices
+            tied, keys = tied[smallest], keys[smallest]
+        self._tied, self._keys = tied, keys
+
+    def _add_sampling(self, offset: int, scores: torch.Tensor) -> None:
+        above = (scores > self.threshold).nonzero().squeeze(1)
+        self._scores.append(scores[above].clone())
+        self._positions.append(above + offset)
+        self._pooled += above.numel()
+        self._add_ties((scores == self.threshold).nonzero().squeeze(1) + offset)
+        if self._pooled <= 2 * self.k + _SAMPLE:
+            return
+        # the k best so far lie above the threshold: a new, higher threshold; the old ties fall
+        # below it, and every position tied at the new one is in the pool (all were above)
+        scores, positions = torch.cat(self._scores), torch.cat(self._positions)
+        self.threshold = float(kth_smallest(-scores, self.k).neg())
+        above = scores > self.threshold
+        self._scores, self._positions = [scores[above]], [positions[above]]
+        self._pooled = int(above.sum())
+        self._tied, self._keys = positions[:0], torch.empty(0)
+        self._add_ties(positions[scores == self.threshold])
+
     def pick(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Flat positions of the k highest scores (ties at the threshold at random)."""
         if self.k <= 0:
             return torch.empty(0, dtype=torch.long)
+        if self._tied is not None:
+            above = torch.cat(self._positions)
+            missing = self.k - above.numel()
+            if missing < 0:  # more than k above the threshold: select among them
+                scores = torch.cat(self._scores)
+                return above[highest_k(scores, self.k, generator)]
+            if missing > self._tied.numel():
+                raise ValueError(
+                    f"cannot select {self.k} of {above.numel() + self._tied.numel()} "
+                    "candidate positions."
+                )
+            order = torch.argsort(self._keys)[:missing]
+            return torch.cat([above, self._tied[order]])
         if not self._scores:
             raise ValueError(f"cannot select {self.k} of 0 candidate positions.")
         scores, positions = torch.cat(self._scores), torch.cat(self._positions)
