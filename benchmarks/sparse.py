@@ -112,6 +112,7 @@ def time_table(args) -> dict:
                 if i > 0:
                     times[name].append(seconds)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        rounds = [m / s for m, s in zip(times["masked"], times["sparse"], strict=True)]
         n_sparse = sum(type(t).__name__ == "SparseTarget" for t in sparse[2].targets)
         row = {
             "density": density,
@@ -120,12 +121,13 @@ def time_table(args) -> dict:
             "speedup": round(med["masked"] / med["sparse"], 2),
             "sparse_layers": n_sparse,
             "updates_per_block": 1,
+            "round_speedups": [round(r, 2) for r in rounds],
         }
         rows.append(row)
         print(
             f"d={density:<5} masked {row['masked_ms']:8.2f} ms/step   sparse "
             f"{row['sparse_ms']:8.2f} ms/step   speedup {row['speedup']:5.2f}x   "
-            f"(sparse layers: {n_sparse})",
+            f"(sparse layers: {n_sparse}; rounds {min(rounds):.2f}-{max(rounds):.2f}x)",
             flush=True,
         )
     return {"rows": rows, "crossing_density": crossing(rows)}

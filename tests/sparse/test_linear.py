@@ -188,3 +188,13 @@ def test_any_shape_matches_its_dense_twin(n_out, n_in, density, seed):
     assert torch.equal(flat_positions(layer.crow, layer.col, n_in), layer.flat_positions())
     x = torch.randn(3, n_in, dtype=torch.float64, generator=g)
     torch.testing.assert_close(layer(x), layer.to_linear()(x))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (8, 8), (9, 17), (130, 3075)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transposed_equals_a_contiguous_transpose(kernel_path, shape, dtype):
+    x = torch.randn(shape, dtype=dtype)
+    assert torch.equal(kernels.transposed(x), x.t().contiguous())
+    assert kernels.transposed(x).is_contiguous()
+    view = x.t()  # already transposed: handed back as it is
+    assert kernels.transposed(view).data_ptr() == x.data_ptr()

@@ -160,6 +160,27 @@ if HAVE_NUMBA:
                 s += g[j] * x[j]
             out[i] = s
 
+    @njit(parallel=True, cache=True, nogil=True)
+    def _transpose_nb(x, out):  # pragma: no cover - compiled
+        # 8 x 8 blocks with constant trip counts (LLVM unrolls them into register shuffles):
+        # ~3x faster here than torch's strided copy; the ragged edges go element by element
+        n, m = x.shape
+        n8, m8 = n - n % 8, m - m % 8
+        for tile in prange((m + 7) // 8):
+            c0 = tile * 8
+            if c0 < m8:
+                for r0 in range(0, n8, 8):
+                    for i in range(8):
+                        for j in range(8):
+                            out[c0 + j, r0 + i] = x[r0 + i, c0 + j]
+                for r in range(n8, n):
+                    for j in range(8):
+                        out[c0 + j, r] = x[r, c0 + j]
+            else:
+                for c in range(c0, m):
+                    for r in range(n):
+                        out[c, r] = x[r, c]
+
     @njit(cache=True, nogil=True)
     def _column_order_nb(cols, starts, perm):  # pragma: no cover - compiled
         for k in range(cols.shape[0]):  # a counting sort: linear, and stable
@@ -192,6 +213,20 @@ def column_order(cols: torch.Tensor, crow_t: torch.Tensor) -> torch.Tensor:
     perm = torch.empty(cols.numel(), dtype=torch.int64)
     _column_order_nb(cols.numpy(), crow_t[:-1].clone().numpy(), perm.numpy())
     return perm
+
+
+def transposed(x: torch.Tensor) -> torch.Tensor:
+    """``x.t().contiguous()`` for a 2-D tensor, free when ``x`` is already a transposed view;
+    otherwise a tiled copy over both threads (torch's strided copy is ~3x slower here)."""
+    xt = x.t()
+    if xt.is_contiguous():
+        return xt
+    if not HAVE_NUMBA or x.dtype not in (torch.float32, torch.float64) or x.stride(1) != 1:
+        return xt.contiguous()
+    _sync_threads()
+    out = torch.empty(xt.shape, dtype=x.dtype)
+    _transpose_nb(x.numpy(), out.numpy())
+    return out
 
 
 def add_sampled(

@@ -24,7 +24,7 @@ class _SparseLinearFn(torch.autograd.Function):
     def forward(ctx, x, values, bias, crow, col, crow_t, row_t, perm, n_out, capture):  # type: ignore[override]
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
-        xt = x2.t().contiguous()  # free when x came from a previous sparse layer
+        xt = kernels.transposed(x2)  # free when x came from a previous sparse layer
         yt = kernels.forward(crow, col, values.detach(), xt, bias, n_out)
         ctx.save_for_backward(xt, values, crow, col, crow_t, row_t, perm)
         ctx.has_bias = bias is not None
@@ -35,7 +35,7 @@ class _SparseLinearFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
         xt, values, crow, col, crow_t, row_t, perm = ctx.saved_tensors
-        gyt = gy.reshape(-1, gy.shape[-1]).t().contiguous()
+        gyt = kernels.transposed(gy.reshape(-1, gy.shape[-1]))
         need_gx = ctx.needs_input_grad[0]
         gval, gxt = kernels.backward(
             crow_t, row_t, perm, crow, col, values.detach(), xt, gyt, need_gx
