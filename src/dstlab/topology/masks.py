@@ -18,6 +18,7 @@ from torch import nn
 
 from dstlab.errors import ConfigError
 from dstlab.topology.backends import register_backend
+from dstlab.topology.selection import merge_disjoint
 
 
 def sparsifiable_parameters(
@@ -124,16 +125,25 @@ class MaskedTarget:
         self, active: torch.Tensor, removed: torch.Tensor, grown: torch.Tensor, optimizer
     ) -> torch.Tensor:
         """Activate the ``active`` positions less ``removed`` (a bool over them), and ``grown``;
-        grown and pruned weights restart at 0. Returns the new positions."""
-        kept = active[~removed]
-        changed = self.mask.clone().reshape(-1)
-        changed[kept] = False
-        changed[grown] = True
-        new = torch.zeros_like(changed)
-        new[kept] = True
-        new[grown] = True
-        self.apply(new.view(self.shape), changed.view(self.shape), optimizer)
-        return new.nonzero().squeeze(1)
+        grown and pruned weights restart at 0. Returns the new positions. Works on the changed
+        positions only (index writes, a merge), not on whole dense masks."""
+        kept, gone = active[~removed], active[removed]
+        changed = torch.cat([gone, grown]).to(self._mask.device)
+        flat = self.mask.reshape(-1).clone()
+        flat[gone] = False
+        flat[grown] = True
+        self.mask = flat.view(self.shape)
+        with torch.no_grad():
+            for tensor in [self.param, *state_tensors(optimizer, self.param)]:
+                if tensor.is_contiguous():
+                    tensor.view(-1).index_fill_(0, changed, 0.0)
+                else:  # a view would not write through: fill by a dense mask instead
+                    hit = torch.zeros(self.numel, dtype=torch.bool, device=tensor.device)
+                    hit[changed] = True
+                    tensor.masked_fill_(hit.view(self.shape), 0.0)
+        self.mask_grad()
+        grown_sorted = grown if grown.numel() < 2 else grown.sort().values
+        return merge_disjoint(kept, grown_sorted)[0]
 
     def load_positions(self, flat: torch.Tensor) -> None:
         mask = torch.zeros(self.numel, dtype=torch.bool, device=self._mask.device)
