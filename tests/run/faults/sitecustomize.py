@@ -6,7 +6,6 @@ import os
 _FAULT = os.environ.get("DSTLAB_TEST_FAULT")
 
 if _FAULT and os.environ.get("RANK") == "1":
-    import torch
 
     from dstlab.run import loop
     from dstlab.topology import masks
@@ -21,14 +20,16 @@ if _FAULT and os.environ.get("RANK") == "1":
 
         loop._Run._optimizer_step = crashing_step
     elif _FAULT == "masks":
-        original_apply = masks.MaskedTarget.apply
+        original_apply = masks.MaskedTarget.apply_positions
 
-        def diverging_apply(self, new_mask, changed, optimizer):
+        def diverging_apply(self, active, removed, grown, optimizer):
+            new = original_apply(self, active, removed, grown, optimizer)
             if self.name == "fc2.weight":  # rank 1 swaps one active weight for an inactive one
-                new_mask = new_mask.clone().view(-1)
-                on, off = new_mask.nonzero()[0], (~new_mask).nonzero()[0]
-                new_mask[on], new_mask[off] = False, True
-                new_mask = new_mask.view(self.shape)
-            original_apply(self, new_mask, changed | ~torch.ones_like(changed), optimizer)
+                flat = self.mask.clone().view(-1)
+                on, off = new[0], (~flat).nonzero()[0]
+                flat[on], flat[off] = False, True
+                self.mask = flat.view(self.shape)
+                new = flat.nonzero().squeeze(1)
+            return new
 
-        masks.MaskedTarget.apply = diverging_apply
+        masks.MaskedTarget.apply_positions = diverging_apply
