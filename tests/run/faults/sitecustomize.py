@@ -6,7 +6,6 @@ import os
 _FAULT = os.environ.get("DSTLAB_TEST_FAULT")
 
 if _FAULT and os.environ.get("RANK") == "1":
-
     from dstlab.run import loop
     from dstlab.topology import masks
 
