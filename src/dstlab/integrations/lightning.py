@@ -13,29 +13,21 @@ from typing import Any
 from dstlab.errors import ConfigError
 from dstlab.integrations import require
 from dstlab.integrations.records import flat_record
-from dstlab.integrations.stepping import DSTStep, build_dst
+from dstlab.integrations.stepping import DSTCallbackBase, build_dst
 
 pl = require("lightning.pytorch", "lightning")
 
 CHECKPOINT_KEY = "dstlab"
 
 
-class DSTCallback(pl.Callback):
+class DSTCallback(DSTCallbackBase, pl.Callback):
     """Sparse training of the LightningModule: ``Trainer(callbacks=[DSTCallback(density=0.1)])``.
 
     Keywords are those of `dstlab.DST`; ``total_steps`` defaults to the trainer's estimate of
     its optimizer steps (which accounts for gradient accumulation)."""
 
-    def __init__(
-        self,
-        density: float = 0.1,
-        prune: str = "magnitude",
-        grow: str = "random",
-        **dst_options: Any,
-    ) -> None:
-        self.options = {"density": density, "prune": prune, "grow": grow, **dst_options}
-        self.dst: Any = None
-        self._step: DSTStep | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._pending: dict[str, Any] | None = None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
@@ -45,14 +37,12 @@ class DSTCallback(pl.Callback):
             )
         options = dict(self.options)
         options.setdefault("total_steps", max(1, int(trainer.estimated_stepping_batches)))
-        self.dst = build_dst(pl_module, trainer.optimizers[0], options, self._pending)
+        dst = build_dst(pl_module, trainer.optimizers[0], options, self._pending)
         self._pending = None
-        self._step = DSTStep(self.dst, lambda record: self._log(trainer, record))
+        self._install(dst, lambda record: self._log(trainer, record))
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._step is not None:
-            self._step.uninstall()
-            self._step = None
+        self._uninstall()
 
     def _log(self, trainer: Any, record: dict[str, Any]) -> None:
         metrics = flat_record(record)

@@ -84,3 +84,29 @@ def build_dst(
                     value.copy_(moments[(id(param), key)])
     dst.enforce()
     return dst
+
+
+class DSTCallbackBase:
+    """What both framework callbacks share: the `DST` keywords they were given, the engine once
+    built, and DST's step installed on the optimizer for the length of one fit."""
+
+    def __init__(
+        self,
+        density: float = 0.1,
+        prune: str = "magnitude",
+        grow: str = "random",
+        **dst_options: Any,
+    ) -> None:
+        super().__init__()
+        self.options = {"density": density, "prune": prune, "grow": grow, **dst_options}
+        self.dst: Any = None
+        self._step: DSTStep | None = None
+
+    def _install(self, dst: DST, on_record: Callable[[dict[str, Any]], None]) -> None:
+        self.dst = dst
+        self._step = DSTStep(dst, on_record)
+
+    def _uninstall(self) -> None:
+        if self._step is not None:
+            self._step.uninstall()
+            self._step = None

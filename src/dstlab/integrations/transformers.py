@@ -17,29 +17,21 @@ import torch
 from dstlab.errors import ConfigError
 from dstlab.integrations import require
 from dstlab.integrations.records import flat_record
-from dstlab.integrations.stepping import DSTStep, build_dst
+from dstlab.integrations.stepping import DSTCallbackBase, build_dst
 
 transformers = require("transformers")
 
 STATE_FILE = "dst_state.pt"
 
 
-class DSTCallback(transformers.TrainerCallback):
+class DSTCallback(DSTCallbackBase, transformers.TrainerCallback):
     """Sparse training under ``Trainer(..., callbacks=[DSTCallback(density=0.1)])``.
 
     Keywords are those of `dstlab.DST` (e.g. ``dense_layers=["*embeddings*"]`` keeps embeddings
     dense); ``total_steps`` defaults to the Trainer's ``max_steps``."""
 
-    def __init__(
-        self,
-        density: float = 0.1,
-        prune: str = "magnitude",
-        grow: str = "random",
-        **dst_options: Any,
-    ) -> None:
-        self.options = {"density": density, "prune": prune, "grow": grow, **dst_options}
-        self.dst: Any = None
-        self._step: DSTStep | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._new: list[dict[str, Any]] = []
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -51,8 +43,7 @@ class DSTCallback(transformers.TrainerCallback):
         options = dict(self.options)
         options.setdefault("total_steps", max(1, int(state.max_steps)))
         saved = _load_state(args, state) if state.global_step > 0 else None
-        self.dst = build_dst(model, raw, options, saved)
-        self._step = DSTStep(self.dst, self._new.append)
+        self._install(build_dst(model, raw, options, saved), self._new.append)
 
     def on_step_end(self, args, state, control, **kwargs):
         for record in self._new:
@@ -65,9 +56,7 @@ class DSTCallback(transformers.TrainerCallback):
             torch.save(self.dst.state_dict(), os.path.join(folder, STATE_FILE))
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._step is not None:
-            self._step.uninstall()
-            self._step = None
+        self._uninstall()
 
 
 def _load_state(args: Any, state: Any) -> dict[str, Any]:
