@@ -137,7 +137,7 @@ def test_column_order_is_the_stable_sort_by_column():
 
 
 def test_merge_of_disjoint_sorted_sets_marks_the_second():
-    from dstlab.topology.selection import merge_disjoint
+    from dstlab.topology.sorted_sets import merge_disjoint
 
     a, b = torch.tensor([1, 4, 5, 9]), torch.tensor([0, 2, 10])
     merged, from_b = merge_disjoint(a, b)

@@ -21,7 +21,7 @@ from dstlab.sparse.linear import SparseLinear
 from dstlab.sparse.update import rebuild, rows_per_block, sampled_grad, weight_rows
 from dstlab.topology.backends import register_backend
 from dstlab.topology.masks import MaskedTarget
-from dstlab.topology.selection import merge_disjoint
+from dstlab.topology.sorted_sets import merge_disjoint
 
 
 @dataclass(frozen=True)
@@ -225,12 +225,13 @@ class SparseTarget:
     def apply_positions(
         self, active: torch.Tensor, removed: torch.Tensor, grown: torch.Tensor, optimizer
     ) -> torch.Tensor:
-        """Move the layer from ``active`` (less ``removed``, a bool over it) to the kept and
-        ``grown`` positions: kept weights keep value, gradient and optimizer state; grown ones
-        (regrown included) start at 0 with the dense gradient. Returns the new positions."""
+        """Move the layer from ``active`` (less ``removed``, a bool over it) to the kept and the
+        sorted ``grown`` positions: kept weights keep value, gradient and optimizer state;
+        grown ones (regrown included) start at 0 with the dense gradient. Returns the new
+        positions."""
         stays = (~removed).nonzero().squeeze(1)
         # grown positions are outside the kept ones: merge them in (linear, no search)
-        new_flat, grown_at = merge_disjoint(active[stays], grown.to(active.dtype).sort().values)
+        new_flat, grown_at = merge_disjoint(active[stays], grown.to(active.dtype))
         capture = list(self.layer.capture)
         fresh = (lambda flat: sampled_grad(self.layer, flat, capture)) if capture else None
         kept_from = ((~grown_at).nonzero().squeeze(1), stays)

@@ -383,11 +383,13 @@ class DST:
             n = int(torch.count_nonzero(gone))
             momentum = self._grad_momentum.get(target.name) if self._keeps_momentum else None
             try:
-                grown[target.name] = target.grow(
+                chosen = target.grow(
                     self.grower, kept[target.name], n, self.generator, grads[target.name], momentum
                 )
             except NonFiniteScoreError as error:
                 raise _in_layer(error, target.name, t) from None
+            # sorted once here: applying them merges them into the kept ones, ITOP into its set
+            grown[target.name] = chosen if chosen.numel() < 2 else chosen.sort().values
         similarity = None
         if self.shadow_pruners:
             sets = {self.pruner.name: removed}

@@ -18,7 +18,7 @@ from torch import nn
 
 from dstlab.errors import ConfigError
 from dstlab.topology.backends import register_backend
-from dstlab.topology.selection import merge_disjoint
+from dstlab.topology.sorted_sets import merge_disjoint
 
 
 def sparsifiable_parameters(
@@ -124,9 +124,9 @@ class MaskedTarget:
     def apply_positions(
         self, active: torch.Tensor, removed: torch.Tensor, grown: torch.Tensor, optimizer
     ) -> torch.Tensor:
-        """Activate the ``active`` positions less ``removed`` (a bool over them), and ``grown``;
-        grown and pruned weights restart at 0. Returns the new positions. Works on the changed
-        positions only (index writes, a merge), not on whole dense masks."""
+        """Activate the ``active`` positions less ``removed`` (a bool over them), and the sorted
+        ``grown``; grown and pruned weights restart at 0. Returns the new positions. Works on
+        the changed positions only (index writes, a merge), not on whole dense masks."""
         kept, gone = active[~removed], active[removed]
         changed = torch.cat([gone, grown]).to(self._mask.device)
         flat = self.mask.reshape(-1).clone()
@@ -142,8 +142,7 @@ class MaskedTarget:
                     hit[changed] = True
                     tensor.masked_fill_(hit.view(self.shape), 0.0)
         self.mask_grad()
-        grown_sorted = grown if grown.numel() < 2 else grown.sort().values
-        return merge_disjoint(kept, grown_sorted)[0]
+        return merge_disjoint(kept, grown)[0]
 
     def load_positions(self, flat: torch.Tensor) -> None:
         mask = torch.zeros(self.numel, dtype=torch.bool, device=self._mask.device)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from dstlab.topology.selection import merge_disjoint
+from dstlab.topology import sorted_sets
 
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,14 +68,14 @@ class TopologyTracker:
         grown: Mapping[str, torch.Tensor] | None = None,
     ) -> dict[str, float]:
         """ITOP and churn of the layers now ``active``; ``grown``: the positions activated since
-        the last observation, when known (only they can be new: a shorter search)."""
+        the last observation (sorted), when known (only they can be new: a shorter merge)."""
         inter = union = 0
         for name, now in active.items():
             now = _indices(now)
             ever = self.ever_active[name]
-            fresh = now if grown is None else grown[name].sort().values
-            self.ever_active[name] = _union_sorted(ever, fresh.to(ever.device))
-            i = int(_isin_sorted(self.initial[name], now).sum())
+            fresh = now if grown is None else grown[name]
+            self.ever_active[name] = sorted_sets.union(ever, fresh.to(ever.device))
+            i = int(sorted_sets.isin(self.initial[name], now, values_sorted=True).sum())
             inter += i
             union += self.initial[name].numel() + now.numel() - i
         itop = sum(e.numel() for e in self.ever_active.values()) / self.total
@@ -105,17 +105,3 @@ def _size(name: str, active: torch.Tensor, sizes: Mapping[str, int] | None) -> i
     if sizes is None or name not in sizes:
         raise ValueError(f"layer {name!r} is given as indices, so its size is needed.")
     return int(sizes[name])
-
-
-def _union_sorted(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The sorted union of two sorted sets, by merging (linear, where a sort is not)."""
-    new = b[~_isin_sorted(b, a)]
-    return merge_disjoint(a, new)[0] if new.numel() else a
-
-
-def _isin_sorted(values: torch.Tensor, sorted_set: torch.Tensor) -> torch.Tensor:
-    """Bool per element of ``values``: whether it is in the sorted ``sorted_set``."""
-    if not sorted_set.numel():
-        return torch.zeros(values.shape, dtype=torch.bool, device=values.device)
-    at = torch.searchsorted(sorted_set, values).clamp_(max=sorted_set.numel() - 1)
-    return sorted_set[at] == values

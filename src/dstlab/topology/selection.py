@@ -9,6 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from dstlab.topology import sorted_sets
+
 # above this many scores, a cheap strided sample first bounds the threshold (see lowest_k)
 _PREFILTER_MIN = 262_144
 _SAMPLE = 8192
@@ -106,15 +108,15 @@ def sample_distinct(
     if k <= 0:
         return torch.empty(0, dtype=torch.long)
     rate = available / total
-    drawn = np.empty(0, dtype=np.int64)
+    drawn = torch.empty(0, dtype=torch.long)
     while True:
         extra = torch.randint(total, (int(k / rate * 1.25) + 32,), generator=generator)
         if accept is not None:
             extra = extra[accept(extra)]
-        drawn = np.concatenate([drawn, extra.numpy()])
-        first = np.unique(drawn, return_index=True)[1]  # first occurrence of each value
-        if first.size >= k:
-            return torch.from_numpy(drawn[np.sort(first)[:k]])
+        drawn = torch.cat([drawn, extra])
+        distinct = drawn[sorted_sets.first_seen(drawn)]  # first occurrence of each value
+        if distinct.numel() >= k:
+            return distinct[:k]
 
 
 class StreamedHighest:
@@ -246,29 +248,10 @@ def random_outside(
         return torch.empty(0, dtype=torch.long)
     if k * 4 <= available:
         return sample_distinct(
-            total, k, available, lambda drawn: ~_contains(occupied, drawn), generator
+            total, k, available, lambda drawn: ~sorted_sets.isin(drawn, occupied, universe=total), generator
         )
     pool = free_positions(occupied, total)
     return pool[torch.randperm(pool.numel(), generator=generator)[:k]]
-
-
-def _contains(sorted_set: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    if not sorted_set.numel():
-        return torch.zeros(values.shape, dtype=torch.bool)
-    at = torch.searchsorted(sorted_set, values).clamp_(max=sorted_set.numel() - 1)
-    return sorted_set[at] == values
-
-
-def merge_disjoint(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sorted union of two disjoint sorted sets, and a bool per entry of it: from ``b``.
-    Linear (a merge by binary search), where sorting the concatenation is not."""
-    at = torch.searchsorted(a, b) + torch.arange(b.numel(), device=a.device)
-    out = torch.empty(a.numel() + b.numel(), dtype=a.dtype, device=a.device)
-    from_b = torch.zeros(out.numel(), dtype=torch.bool, device=a.device)
-    from_b[at] = True
-    out[at] = b
-    out[~from_b] = a
-    return out, from_b
 
 
 def free_positions(occupied: torch.Tensor, total: int, chunk: int = 1 << 22) -> torch.Tensor:
@@ -276,5 +259,5 @@ def free_positions(occupied: torch.Tensor, total: int, chunk: int = 1 << 22) -> 
     parts = []
     for start in range(0, total, chunk):
         span = torch.arange(start, min(total, start + chunk))
-        parts.append(span[~_contains(occupied, span)])
+        parts.append(span[~sorted_sets.isin(span, occupied, values_sorted=True)])
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
