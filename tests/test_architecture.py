@@ -1,15 +1,15 @@
 """Arrows between the rooms of dstlab point one way, checked on the import statements.
 
 ``topology/`` (the engine) imports no other room; it may use the package's shared top-level
-utilities, ``dstlab.errors`` and ``dstlab.registry``, which import nothing of dstlab but each
-other. ``analysis/`` reads what studies wrote, so it imports nothing from the rooms that build
+utilities, ``dstlab.errors``, ``dstlab.jit`` and ``dstlab.registry``, which import nothing of
+dstlab but each other. ``analysis/`` reads what studies wrote, so it imports nothing from the rooms that build
 and train models."""
 
 import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "dstlab"
-SHARED = {"dstlab", "dstlab.errors", "dstlab.registry"}
+SHARED = {"dstlab", "dstlab.errors", "dstlab.jit", "dstlab.registry"}
 
 
 def _imports(room: str) -> dict[str, set[str]]:
@@ -43,7 +43,7 @@ def test_topology_imports_no_other_room():
 
 
 def test_shared_top_level_modules_import_only_each_other():
-    for name in ("errors", "registry"):
+    for name in ("errors", "jit", "registry"):
         tree = ast.parse((SRC / f"{name}.py").read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dstlab"):

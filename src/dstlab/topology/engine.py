@@ -12,6 +12,7 @@ from torch import nn
 
 from dstlab.errors import ConfigError
 from dstlab.registry import check_one_of
+from dstlab.topology import sorted_sets
 from dstlab.topology.backends import build_targets
 from dstlab.topology.consistency import check_masks_agree
 from dstlab.topology.criteria import (
@@ -389,7 +390,7 @@ class DST:
             except NonFiniteScoreError as error:
                 raise _in_layer(error, target.name, t) from None
             # sorted once here: applying them merges them into the kept ones, ITOP into its set
-            grown[target.name] = chosen if chosen.numel() < 2 else chosen.sort().values
+            grown[target.name] = sorted_sets.sort(chosen)
         similarity = None
         if self.shadow_pruners:
             sets = {self.pruner.name: removed}

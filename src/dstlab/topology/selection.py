@@ -248,7 +248,11 @@ def random_outside(
         return torch.empty(0, dtype=torch.long)
     if k * 4 <= available:
         return sample_distinct(
-            total, k, available, lambda drawn: ~sorted_sets.isin(drawn, occupied, universe=total), generator
+            total,
+            k,
+            available,
+            lambda drawn: ~sorted_sets.isin(drawn, occupied, universe=total),
+            generator,
         )
     pool = free_positions(occupied, total)
     return pool[torch.randperm(pool.numel(), generator=generator)[:k]]

@@ -10,18 +10,10 @@ Without numba the same results come from torch's searches.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
-try:  # numba is optional: `pip install dstlab[fast]`
-    from numba import njit, prange
-
-    HAVE_NUMBA = os.environ.get("DSTLAB_NO_NUMBA", "") == ""
-except ImportError:  # pragma: no cover - exercised only where numba is absent
-    HAVE_NUMBA = False
-
+from dstlab.jit import HAVE_NUMBA, njit, prange
 
 #: 2⁶⁴ / φ as a signed int64 (numba would turn an unsigned constant's product into a float)
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
@@ -119,8 +111,9 @@ def isin(
 ) -> torch.Tensor:
     """Bool per element of ``values``: whether it is in ``sorted_set`` (ascending, unique).
     ``values_sorted``: the values ascend too, so one walk over both answers. ``universe``: every
-    value lies in ``[0, universe)``; where a bit per position takes no more memory than the set
-    itself (density 1/64 and up), a bitset answers random queries ~10x faster than a search."""
+    value lies in ``[0, universe)``; where a bit per position takes at most twice the memory of
+    the set itself (density 1/128 and up), a bitset answers random queries ~10x faster than a
+    binary search."""
     out = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
     if not sorted_set.numel() or not values.numel():
         return out
@@ -128,7 +121,7 @@ def isin(
         v, s = values.contiguous().numpy(), sorted_set.contiguous().numpy()
         if values_sorted:
             _isin_merge_nb(v, s, out.numpy())
-        elif universe is not None and universe <= 64 * s.shape[0]:
+        elif universe is not None and universe <= 128 * s.shape[0]:
             _isin_bits_nb(v, s, universe, out.numpy())
         else:
             _isin_search_nb(v, s, out.numpy())
@@ -176,3 +169,12 @@ def first_seen(values: torch.Tensor) -> torch.Tensor:
     index = np.unique(values.numpy(), return_index=True)[1]
     first[torch.from_numpy(index)] = True
     return first
+
+
+def sort(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in ascending order (numpy's sort is ~3x faster than torch's on the CPU here)."""
+    if values.numel() < 2:
+        return values
+    if values.device.type == "cpu":
+        return torch.from_numpy(np.sort(values.numpy()))
+    return values.sort().values
