@@ -127,13 +127,40 @@ def test_update_keeps_kept_weights_and_state_and_resets_grown_ones(grow):
             assert layer.values[i].item() == pytest.approx(-0.1 * g, rel=1e-4, abs=1e-6)
 
 
-def test_column_order_is_the_stable_sort_by_column():
+@pytest.mark.parametrize("itype", [torch.int32, torch.int64])
+def test_structure_matches_the_torch_route_and_a_dense_reference(itype, monkeypatch):
     from dstlab.sparse import kernels
 
-    cols = torch.randint(0, 50, (5000,), generator=torch.Generator().manual_seed(0))
-    crow_t = torch.zeros(51, dtype=torch.int64)
-    crow_t[1:] = torch.bincount(cols, minlength=50).cumsum(0)
-    assert torch.equal(kernels.column_order(cols, crow_t), torch.argsort(cols, stable=True))
+    shape = (37, 53)
+    flat = torch.randperm(shape[0] * shape[1], generator=torch.Generator().manual_seed(0))[:400]
+    flat = flat.sort().values
+    fast = kernels.structure(flat, shape, itype)
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    slow = kernels.structure(flat, shape, itype)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.dtype == b.dtype == itype and torch.equal(a, b)
+    crow, col, crow_t, row_t, perm = slow
+    dense = torch.zeros(shape, dtype=torch.int64).view(-1)
+    dense[flat] = torch.arange(1, flat.numel() + 1)
+    dense = dense.view(shape)
+    want = dense.to_sparse_csr()
+    assert torch.equal(crow.long(), want.crow_indices()) and torch.equal(
+        col.long(), want.col_indices()
+    )
+    want_t = dense.t().contiguous().to_sparse_csr()  # values: 1 + the index of each entry
+    assert torch.equal(crow_t.long(), want_t.crow_indices())
+    assert torch.equal(row_t.long(), want_t.col_indices())
+    assert torch.equal(perm.long() + 1, want_t.values())
+
+
+def test_take_or_zero_moves_values_and_zeroes_new_positions(monkeypatch):
+    from dstlab.sparse import kernels
+
+    old = torch.tensor([1.5, -2.0, 3.0])
+    source = torch.tensor([2, -1, 0, -1])
+    assert kernels.take_or_zero(old, source).tolist() == [3.0, 0.0, 1.5, 0.0]
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    assert kernels.take_or_zero(old, source).tolist() == [3.0, 0.0, 1.5, 0.0]
 
 
 def test_merge_of_disjoint_sorted_sets_marks_the_second():

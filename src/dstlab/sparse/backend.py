@@ -232,10 +232,11 @@ class SparseTarget:
         stays = (~removed).nonzero().squeeze(1)
         # grown positions are outside the kept ones: merge them in (linear, no search)
         new_flat, grown_at = merge_disjoint(active[stays], grown.to(active.dtype))
+        source = torch.full(new_flat.shape, -1, dtype=torch.int64)
+        source[~grown_at] = stays  # kept entries keep their order
         capture = list(self.layer.capture)
         fresh = (lambda flat: sampled_grad(self.layer, flat, capture)) if capture else None
-        kept_from = ((~grown_at).nonzero().squeeze(1), stays)
-        rebuild(self.layer, self.optimizer, new_flat, None, fresh, kept_from=kept_from)
+        rebuild(self.layer, self.optimizer, new_flat, fresh, source)
         self.mask_grad()
         return new_flat
 
@@ -244,7 +245,7 @@ class SparseTarget:
         values and state, any other position starts at 0."""
         flat = flat.to(torch.int64).sort().values
         if not torch.equal(flat, self.layer.flat_positions()):
-            rebuild(self.layer, self.optimizer, flat, None, None)
+            rebuild(self.layer, self.optimizer, flat)
 
     def enforce(self, optimizer) -> None:
         """Inactive weights are not stored, so they are zero by construction."""

@@ -153,11 +153,38 @@ if HAVE_NUMBA:
                         out[c, r] = x[r, c]
 
     @njit(cache=True, nogil=True)
-    def _column_order_nb(cols, starts, perm):  # pragma: no cover - compiled
-        for k in range(cols.shape[0]):  # a counting sort: linear, and stable
-            c = cols[k]
-            perm[starts[c]] = k
-            starts[c] += 1
+    def _structure_nb(flat, n_in, crow, col, crow_t, row_t, perm):  # pragma: no cover
+        # CSR of W and of Wᵀ from sorted flat positions: counts, prefix sums, then a counting
+        # sort by column (linear, and stable: rows stay ascending inside each column). The
+        # positions ascend, so the row advances by comparison (a 64-bit division per entry
+        # cost more than the rest together).
+        r, row_end = 0, n_in
+        for k in range(flat.shape[0]):
+            while flat[k] >= row_end:
+                r += 1
+                row_end += n_in
+            c = flat[k] - (row_end - n_in)
+            col[k] = c
+            crow[r + 1] += 1
+            crow_t[c + 1] += 1
+        for i in range(crow.shape[0] - 1):
+            crow[i + 1] += crow[i]
+        for i in range(crow_t.shape[0] - 1):
+            crow_t[i + 1] += crow_t[i]
+        at = crow_t[:-1].copy()
+        for r in range(crow.shape[0] - 1):
+            for k in range(crow[r], crow[r + 1]):
+                c = col[k]
+                p = at[c]
+                perm[p] = k
+                row_t[p] = r
+                at[c] = p + 1
+
+    @njit(parallel=True, cache=True, nogil=True)
+    def _take_or_zero_nb(old, source, out):  # pragma: no cover - compiled
+        for i in prange(source.shape[0]):
+            s = source[i]
+            out[i] = old[s] if s >= 0 else 0.0
 
     def _sync_threads() -> None:
         # numba keeps its own pool; follow torch's setting (the user's `torch.set_num_threads`)
@@ -176,14 +203,42 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[
     return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
 
 
-def column_order(cols: torch.Tensor, crow_t: torch.Tensor) -> torch.Tensor:
-    """The stable order of entries by column (``torch.argsort(cols, stable=True)``), in linear
-    time from the column starts ``crow_t``."""
-    if not HAVE_NUMBA:
-        return torch.argsort(cols, stable=True)
-    perm = torch.empty(cols.numel(), dtype=torch.int64)
-    _column_order_nb(cols.numpy(), crow_t[:-1].clone().numpy(), perm.numpy())
-    return perm
+def structure(
+    flat: torch.Tensor, shape: tuple[int, int], itype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
+    """(crow, col, crow_t, row_t, perm) in ``itype`` of the sorted flat positions ``flat`` of a
+    ``shape`` weight: CSR of W, CSR of Wᵀ, and the value index of each transposed entry."""
+    n_out, n_in = shape
+    if HAVE_NUMBA and flat.device.type == "cpu":
+        nnz = flat.numel()
+        crow, crow_t = torch.zeros(n_out + 1, dtype=itype), torch.zeros(n_in + 1, dtype=itype)
+        col, row_t, perm = (torch.empty(nnz, dtype=itype) for _ in range(3))
+        arrays = (crow, col, crow_t, row_t, perm)
+        _structure_nb(flat.contiguous().numpy(), n_in, *(a.numpy() for a in arrays))
+        return arrays
+    rows = torch.div(flat, n_in, rounding_mode="floor")
+    cols = flat - rows * n_in
+    crow = torch.zeros(n_out + 1, dtype=torch.int64, device=flat.device)
+    crow[1:] = torch.bincount(rows, minlength=n_out).cumsum(0)
+    crow_t = torch.zeros(n_in + 1, dtype=torch.int64, device=flat.device)
+    crow_t[1:] = torch.bincount(cols, minlength=n_in).cumsum(0)
+    perm = torch.argsort(cols, stable=True)  # rows stay ascending inside each column
+    return tuple(t.to(itype) for t in (crow, cols, crow_t, rows[perm], perm))
+
+
+def take_or_zero(old: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``old[source]``, with 0 where ``source`` is -1: a layer's per-value tensor (values,
+    gradient, optimizer state) moved to new positions."""
+    old = old.detach()
+    if HAVE_NUMBA and old.device.type == "cpu" and old.dtype in (torch.float32, torch.float64):
+        _sync_threads()
+        out = torch.empty(source.shape, dtype=old.dtype)
+        _take_or_zero_nb(old.contiguous().numpy(), source.numpy(), out.numpy())
+        return out
+    new = old.new_zeros(source.shape)
+    hit = source >= 0
+    new[hit] = old[source[hit]]
+    return new
 
 
 def transposed(x: torch.Tensor) -> torch.Tensor:

@@ -35,23 +35,10 @@ def index_dtype(shape: tuple[int, int], nnz: int) -> torch.dtype:
 
 def build(flat: torch.Tensor, shape: tuple[int, int]) -> CSRStructure:
     """Structure of the positions ``flat`` (int64, sorted ascending, unique) in a ``shape`` weight."""
-    n_out, n_in = shape
-    itype = index_dtype(shape, flat.numel())
-    rows = torch.div(flat, n_in, rounding_mode="floor")
-    cols = flat - rows * n_in
-    crow = torch.zeros(n_out + 1, dtype=torch.int64)
-    crow[1:] = torch.bincount(rows, minlength=n_out).cumsum(0)
-    crow_t = torch.zeros(n_in + 1, dtype=torch.int64)
-    crow_t[1:] = torch.bincount(cols, minlength=n_in).cumsum(0)
-    # a stable sort by column keeps rows ascending inside each column: a valid CSR of Wᵀ
-    perm = kernels.column_order(cols, crow_t)
-    return CSRStructure(
-        crow=crow.to(itype),
-        col=cols.to(itype),
-        crow_t=crow_t.to(itype),
-        row_t=rows[perm].to(itype),
-        perm=perm.to(itype),
+    crow, col, crow_t, row_t, perm = kernels.structure(
+        flat, shape, index_dtype(shape, flat.numel())
     )
+    return CSRStructure(crow=crow, col=col, crow_t=crow_t, row_t=row_t, perm=perm)
 
 
 def flat_positions(crow: torch.Tensor, col: torch.Tensor, n_in: int) -> torch.Tensor:

@@ -16,55 +16,35 @@ def rebuild(
     layer: SparseLinear,
     optimizer: torch.optim.Optimizer | None,
     new_flat: torch.Tensor,
-    reset: torch.Tensor | None = None,
     fresh_grad=None,
-    kept_from: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
+    source: torch.Tensor | None = None,
+) -> None:
     """Move ``layer`` to the sorted positions ``new_flat``. Positions that were active keep their
-    value, gradient and optimizer state unless ``reset`` (bool over ``new_flat``) marks them;
-    the others start at 0 (their gradient from ``fresh_grad(flat)`` if given). Returns the bool
-    over ``new_flat`` of the positions that kept their state. ``kept_from``: (their indices in
-    ``new_flat``, their indices now), when the caller knows them (no search then)."""
-    if kept_from is not None:
-        dst, src = kept_from
-        kept = torch.zeros(new_flat.numel(), dtype=torch.bool)
-        kept[dst] = True
-        return _move(layer, optimizer, new_flat, kept, dst, src, fresh_grad)
-    old_flat = layer.flat_positions()
-    if old_flat.numel():
-        idx = torch.searchsorted(old_flat, new_flat).clamp_(max=old_flat.numel() - 1)
-        kept = old_flat[idx] == new_flat
-    else:
-        idx = torch.zeros_like(new_flat)
-        kept = torch.zeros(new_flat.numel(), dtype=torch.bool)
-    if reset is not None:
-        kept &= ~reset
-    src, dst = idx[kept], kept.nonzero().squeeze(1)
-    return _move(layer, optimizer, new_flat, kept, dst, src, fresh_grad)
-
-
-def _move(layer, optimizer, new_flat, kept, dst, src, fresh_grad) -> torch.Tensor:
-    def moved(old: torch.Tensor) -> torch.Tensor:
-        new = old.new_zeros(new_flat.numel())
-        new[dst] = old[src]
-        return new
-
+    value, gradient and optimizer state; the others start at 0 (their gradient from
+    ``fresh_grad(flat)`` if given). ``source``: per new position, its index among the current
+    values or -1 for a new one, when the caller knows it (no search then)."""
+    if source is None:
+        old_flat = layer.flat_positions()
+        source = torch.full(new_flat.shape, -1, dtype=torch.int64)
+        if old_flat.numel():
+            idx = torch.searchsorted(old_flat, new_flat).clamp_(max=old_flat.numel() - 1)
+            kept = old_flat[idx] == new_flat
+            source[kept] = idx[kept]
     values = layer.values
     grad = values.grad
     new_grad = None
     if grad is not None:
-        new_grad = moved(grad)
+        new_grad = kernels.take_or_zero(grad, source)
         if fresh_grad is not None:
-            fresh = (~kept).nonzero().squeeze(1)
+            fresh = (source < 0).nonzero().squeeze(1)
             new_grad[fresh] = fresh_grad(new_flat[fresh]).to(grad.dtype)
     if optimizer is not None:
         state = optimizer.state.get(values, {})
         for key, buf in list(state.items()):
             if torch.is_tensor(buf) and buf.shape == values.shape:
-                state[key] = moved(buf)
-    layer.set_positions(new_flat, moved(values.detach()))
+                state[key] = kernels.take_or_zero(buf, source)
+    layer.set_positions(new_flat, kernels.take_or_zero(values.detach(), source))
     values.grad = new_grad
-    return kept
 
 
 def sampled_grad(

@@ -19,15 +19,18 @@ from dstlab.jit import HAVE_NUMBA, njit, prange
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
 
 if HAVE_NUMBA:
+    # The merges step both sides without branching on the comparison (a mispredicted branch
+    # per element made them ~3x slower on random positions).
 
     @njit(cache=True, nogil=True)
     def _isin_merge_nb(values, sorted_set, out):  # pragma: no cover - compiled
-        j, m = 0, sorted_set.shape[0]
-        for i in range(values.shape[0]):
-            v = values[i]
-            while j < m and sorted_set[j] < v:
-                j += 1
-            out[i] = j < m and sorted_set[j] == v
+        i = j = 0
+        n, m = values.shape[0], sorted_set.shape[0]
+        while i < n and j < m:
+            v, s = values[i], sorted_set[j]
+            out[i] = v == s  # rewritten until i moves on: the last write is the answer
+            i += v <= s
+            j += s < v  # one side moves per step; repeated values all meet their match
 
     @njit(parallel=True, cache=True, nogil=True)
     def _isin_search_nb(values, sorted_set, out):  # pragma: no cover - compiled
@@ -59,22 +62,21 @@ if HAVE_NUMBA:
         # the sorted union of a and b; equal entries once (from_b: the entry is b's alone)
         i = j = n = 0
         na, nb = a.shape[0], b.shape[0]
-        while i < na or j < nb:
-            if j == nb or (i < na and a[i] < b[j]):
-                out[n] = a[i]
-                from_b[n] = False
-                i += 1
-            elif i == na or b[j] < a[i]:
-                out[n] = b[j]
-                from_b[n] = True
-                j += 1
-            else:
-                out[n] = a[i]
-                from_b[n] = False
-                i += 1
-                j += 1
+        while i < na and j < nb:
+            x, y = a[i], b[j]
+            out[n] = min(x, y)
+            from_b[n] = y < x
+            i += x <= y
+            j += y <= x
             n += 1
-        return n
+        rest = na - i
+        out[n : n + rest] = a[i:]
+        from_b[n : n + rest] = False
+        n += rest
+        rest = nb - j
+        out[n : n + rest] = b[j:]
+        from_b[n : n + rest] = True
+        return n + rest
 
     @njit(cache=True, nogil=True)
     def _first_seen_nb(values, first):  # pragma: no cover - compiled
