@@ -1,4 +1,5 @@
-"""dstlab.jit: numba gets 512-bit vectors on AVX-512 hosts only when nobody chose otherwise."""
+"""dstlab.jit: numba gets 512-bit vectors on AVX-512 hosts only when nobody chose otherwise,
+and never through the environment (a job on another host must read its own)."""
 
 import json
 import os
@@ -10,10 +11,27 @@ import pytest
 pytest.importorskip("numba")
 
 PROBE = """
-import json, os, sys
+import json, os
 {before}
 import dstlab.jit as jit
-print(json.dumps({{"features": os.environ.get("NUMBA_CPU_FEATURES"), "numba": jit.HAVE_NUMBA}}))
+from numba.core import config
+import numpy as np
+from numba import njit
+
+@njit(fastmath=True)
+def axpy(a, x, y):  # a loop LLVM vectorizes
+    for i in range(x.shape[0]):
+        y[i] += a * x[i]
+
+x = np.ones(256, np.float32)
+axpy(np.float32(2), x, x.copy())
+asm = "".join(axpy.inspect_asm().values())
+print(json.dumps({{
+    "features": config.CPU_FEATURES,
+    "env": os.environ.get("NUMBA_CPU_FEATURES"),
+    "numba": jit.HAVE_NUMBA,
+    "zmm": "zmm" in asm,
+}}))
 """
 
 
@@ -33,12 +51,12 @@ def _host_has_avx512() -> bool:
     return "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
 
 
-def test_wide_vectors_are_asked_for_on_avx512_hosts_only():
+def test_wide_vectors_on_avx512_hosts_only_and_never_in_the_environment():
     got = _probe({})
-    assert got["numba"] is True
+    assert got["numba"] is True and got["env"] is None
     if _host_has_avx512():
         assert got["features"].endswith(",-prefer-256-bit")
-        assert "+avx512f" in got["features"].split(",")
+        assert got["zmm"], "numba compiled without 512-bit vectors"
     else:
         assert got["features"] is None
 
@@ -48,12 +66,13 @@ def test_wide_vectors_are_asked_for_on_avx512_hosts_only():
     [
         ({"DSTLAB_NUMBA_WIDE": "0"}, ""),  # opted out
         ({"NUMBA_CPU_NAME": "generic"}, ""),  # the user chose a target
-        ({}, "import numba"),  # numba already configured: too late to choose
+        ({}, "from numba import njit; njit(lambda: 1)()"),  # numba already compiled
     ],
 )
-def test_the_users_choice_or_an_imported_numba_is_left_alone(env, before):
+def test_the_users_choice_or_a_numba_in_use_is_left_alone(env, before):
     got = _probe(env, before)
     assert got["features"] in (None, "")
+    assert not got["zmm"]
 
 
 def test_a_user_feature_string_is_kept():

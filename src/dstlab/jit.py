@@ -4,10 +4,12 @@ it is here, and the one setting dstlab gives it.
 On AVX-512 CPUs LLVM compiles with 256-bit vectors unless told otherwise (its
 ``prefer-256-bit`` tuning guards against the clock drop of 512-bit units on 2017-era Xeons).
 dstlab's sparse kernels are bound by vector loads, and 512-bit vectors halve them: measured
-1.3-2x faster on an Emerald Rapids Xeon (``benchmarks/sparse.py``). So when dstlab imports numba
-first and ``NUMBA_CPU_FEATURES`` is unset, it gives numba the host's features less that
-preference. It changes instruction selection only, never results' meaning; numba's cache keys
-on the features, so nothing compiled for other settings is reused.
+1.5-1.9x faster on an Emerald Rapids Xeon (``benchmarks/sparse.py``). So when numba has
+compiled nothing yet in this process and its CPU target is not set (``NUMBA_CPU_NAME``,
+``NUMBA_CPU_FEATURES``), dstlab gives numba this host's features less that preference. It
+changes instruction selection only, never what is computed; numba's cache keys on the
+features. The setting lives in this process's numba configuration, not in the environment, so
+a job started elsewhere (a Slurm node, a Ray worker) reads its own host.
 
 ``DSTLAB_NUMBA_WIDE=0`` keeps numba's default; ``DSTLAB_NO_NUMBA=1`` runs without numba (the
 PyTorch fallbacks, same results).
@@ -16,14 +18,17 @@ PyTorch fallbacks, same results).
 from __future__ import annotations
 
 import os
-import sys
 
 
 def _prefer_wide_vectors() -> None:
-    if "numba" in sys.modules or os.environ.get("NUMBA_CPU_FEATURES") is not None:
-        return  # too late to choose, or the user chose
-    if os.environ.get("DSTLAB_NUMBA_WIDE", "1") == "0" or os.environ.get("NUMBA_CPU_NAME"):
+    from numba.core import config, registry
+
+    if os.environ.get("DSTLAB_NUMBA_WIDE", "1") == "0":
         return
+    if config.CPU_NAME is not None or config.CPU_FEATURES is not None:
+        return  # the user chose a target
+    if "_toplevel_target_context" in vars(registry.cpu_target):
+        return  # numba already built its code generator: too late to choose
     try:
         import llvmlite.binding as llvm
 
@@ -31,15 +36,15 @@ def _prefer_wide_vectors() -> None:
     except Exception:  # pragma: no cover - a host llvmlite cannot describe: numba's default
         return
     if "+avx512f" in features.split(","):
-        os.environ["NUMBA_CPU_FEATURES"] = features + ",-prefer-256-bit"
+        config.CPU_FEATURES = features + ",-prefer-256-bit"
 
 
 try:
-    _prefer_wide_vectors()
     import numba
     from numba import njit, prange
 
     HAVE_NUMBA = os.environ.get("DSTLAB_NO_NUMBA", "") == ""
+    _prefer_wide_vectors()
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None
     njit = prange = None
