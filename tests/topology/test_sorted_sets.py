@@ -1,6 +1,8 @@
 """Sorted position sets: every path (numba's merge, bitset and search; torch's searches) gives
 what Python's sets give."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,17 @@ def path(request, monkeypatch):
     return request.param
 
 
+@contextlib.contextmanager
+def _numba(on: bool):
+    """The numba routes (where numba is here) or torch's, then back to what it was."""
+    before = sorted_sets.HAVE_NUMBA
+    sorted_sets.HAVE_NUMBA = on and before
+    try:
+        yield
+    finally:
+        sorted_sets.HAVE_NUMBA = before
+
+
 def _set(values) -> torch.Tensor:
     return torch.tensor(sorted(set(values)), dtype=torch.int64)
 
@@ -33,16 +46,13 @@ def test_isin_agrees_with_python_sets_on_every_route(members, queries):
     q = torch.tensor(queries, dtype=torch.int64)
     want = [v in set(members) for v in queries]
     for have_numba in (True, False):
-        sorted_sets.HAVE_NUMBA = have_numba and sorted_sets.njit is not None
-        try:
+        with _numba(have_numba):
             assert sorted_sets.isin(q, s).tolist() == want  # binary search
             assert sorted_sets.isin(q, s, universe=2001).tolist() == want  # bitset when dense
             qs = q.sort().values
             assert sorted_sets.isin(qs, s, values_sorted=True).tolist() == [
                 v in set(members) for v in qs.tolist()
             ]
-        finally:
-            sorted_sets.HAVE_NUMBA = sorted_sets.njit is not None
 
 
 def test_the_bitset_route_is_taken_only_where_it_is_small(path, monkeypatch):
@@ -65,16 +75,13 @@ def test_the_bitset_route_is_taken_only_where_it_is_small(path, monkeypatch):
 @given(a=positions, b=positions)
 def test_merge_and_union(a, b):
     for have_numba in (True, False):
-        sorted_sets.HAVE_NUMBA = have_numba and sorted_sets.njit is not None
-        try:
+        with _numba(have_numba):
             union = sorted_sets.union(_set(a), _set(b))
             assert union.tolist() == sorted(set(a) | set(b))
             only_b = _set(set(b) - set(a))
             merged, from_b = sorted_sets.merge_disjoint(_set(a), only_b)
             assert merged.tolist() == sorted(set(a) | set(b))
             assert merged[from_b].tolist() == only_b.tolist()
-        finally:
-            sorted_sets.HAVE_NUMBA = sorted_sets.njit is not None
 
 
 def test_first_seen_marks_the_first_occurrence_in_order(path):

@@ -43,7 +43,7 @@ def rebuild(
         for key, buf in list(state.items()):
             if torch.is_tensor(buf) and buf.shape == values.shape:
                 state[key] = kernels.take_or_zero(buf, source)
-    layer.set_positions(new_flat, kernels.take_or_zero(values.detach(), source))
+    layer.set_positions(new_flat, kernels.take_or_zero(values, source))
     values.grad = new_grad
 
 

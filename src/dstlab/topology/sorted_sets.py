@@ -132,13 +132,20 @@ def isin(
     return sorted_set[at] == values
 
 
+def _merged(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """numba's merge of two sorted sets: their union, and per entry whether it is b's alone."""
+    out = torch.empty(a.numel() + b.numel(), dtype=a.dtype)
+    from_b = torch.empty(out.numel(), dtype=torch.bool)
+    n = _merge_nb(a.contiguous().numpy(), b.contiguous().numpy(), out.numpy(), from_b.numpy())
+    if n < out.numel():  # the sets overlapped
+        return out[:n].clone(), from_b[:n].clone()
+    return out, from_b
+
+
 def merge_disjoint(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The sorted union of two disjoint sorted sets, and a bool per entry of it: from ``b``."""
     if _numba_ok(a, b):
-        out = torch.empty(a.numel() + b.numel(), dtype=a.dtype)
-        from_b = torch.empty(out.numel(), dtype=torch.bool)
-        _merge_nb(a.contiguous().numpy(), b.contiguous().numpy(), out.numpy(), from_b.numpy())
-        return out, from_b
+        return _merged(a, b)
     at = torch.searchsorted(a, b) + torch.arange(b.numel(), device=a.device)
     out = torch.empty(a.numel() + b.numel(), dtype=a.dtype, device=a.device)
     from_b = torch.zeros(out.numel(), dtype=torch.bool, device=a.device)
@@ -153,10 +160,7 @@ def union(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not b.numel():
         return a
     if _numba_ok(a, b):
-        out = torch.empty(a.numel() + b.numel(), dtype=a.dtype)
-        from_b = torch.empty(out.numel(), dtype=torch.bool)
-        n = _merge_nb(a.contiguous().numpy(), b.contiguous().numpy(), out.numpy(), from_b.numpy())
-        return out[:n].clone() if n < out.numel() else out
+        return _merged(a, b)[0]
     new = b[~isin(b, a, values_sorted=True)]
     return merge_disjoint(a, new)[0] if new.numel() else a
 
