@@ -14,17 +14,13 @@ from dstlab.analysis.similarity import Observations, mean_pairs, similarity_tabl
 
 
 def similarity(ctx: Context, obs: Observations) -> Section:
+    """Mask similarity between criteria: during training (shadow criteria at each update) and
+    at the start (the initial network, one panel per prune fraction)."""
     sec = Section("similarity", "Mask similarity")
     runs = ctx.res.runs
     pairs = obs.pairs.merge(runs[["run_id", "setup"]], on="run_id")
     start = obs.start.merge(runs[["run_id", "setup", "density"]], on="run_id")
-    sim = (
-        similarity_table(pairs)
-        if not pairs.empty
-        else pd.DataFrame(
-            columns=["setup", "criterion_a", "criterion_b", "jaccard", "random_jaccard"]
-        )
-    )
+    sim = similarity_table(pairs) if not pairs.empty else pd.DataFrame(columns=_SIMILARITY_COLUMNS)
     sec.files.append(ctx.csv(sim, "similarity.csv"))
     if pairs.empty and start.empty:
         sec.missing = (
@@ -32,30 +28,48 @@ def similarity(ctx: Context, obs: Observations) -> Section:
             "start_similarity in the spec), so there is no mask similarity to show."
         )
         return sec
-    sec.paragraphs.append(
-        "Jaccard index |A ∩ B| / |A ∪ B| of the weight sets two criteria remove from the very same "
-        "state, pooled over layers (1 = identical choices). Read it against the Jaccard two "
-        "random removals of the same sizes would have: with N candidates in a layer (its active "
-        "weights) and removals of a and b weights, E|A ∩ B| = a·b/N, pooled like the real index "
-        "as Σ a·b/N over Σ (a + b − a·b/N) (one pool of all layers under global selection). It "
-        "is in every figure's title or as a dashed line, and in the CSV files as random_jaccard."
-    )
+    sec.paragraphs.append(_JACCARD_AND_RANDOM)
     if pairs.empty:
         sec.paragraphs.append(
             "No update recorded shadow criteria, so there is no similarity during training."
         )
+    _add_during_training(ctx, sec, pairs)
+    if start.empty:
+        sec.paragraphs.append(
+            "No run recorded similarity at the start (start_similarity), so that part is left out."
+        )
+        return sec
+    _add_at_start(ctx, sec, start)
+    return sec
+
+
+_SIMILARITY_COLUMNS = ["setup", "criterion_a", "criterion_b", "jaccard", "random_jaccard"]
+
+# How to read a Jaccard index: against the level two random removals of the same sizes reach.
+_JACCARD_AND_RANDOM = (
+    "Jaccard index |A ∩ B| / |A ∪ B| of the weight sets two criteria remove from the very same "
+    "state, pooled over layers (1 = identical choices). Read it against the Jaccard two "
+    "random removals of the same sizes would have: with N candidates in a layer (its active "
+    "weights) and removals of a and b weights, E|A ∩ B| = a·b/N, pooled like the real index "
+    "as Σ a·b/N over Σ (a + b − a·b/N) (one pool of all layers under global selection). It "
+    "is in every figure's title or as a dashed line, and in the CSV files as random_jaccard."
+)
+
+
+def _add_during_training(ctx: Context, sec: Section, pairs: pd.DataFrame) -> None:
+    """Per setup: a heatmap of the mean pooled Jaccard over every update, and the acting
+    criterion's Jaccard with each shadow criterion against step; the most and least similar
+    pairs and the random level go to the summary."""
     extremes, randoms = [], {}
     for setup, group in pairs.groupby("setup", sort=True):
         means = mean_pairs(group)
-        matrix = to_matrix(means)
-        n_runs = group["run_id"].nunique()
         random = float(group["random"].mean())
         randoms[setup] = random
         caption = (
             f"{setup}: pooled Jaccard between removed sets, mean over {len(group) // max(len(means), 1)} "
-            f"update(s) in {n_runs} run(s); {_random_words(random)}"
+            f"update(s) in {group['run_id'].nunique()} run(s); {_random_words(random)}"
         )
-        fig = figures.heatmap(matrix, setup, random=random)
+        fig = figures.heatmap(to_matrix(means), setup, random=random)
         sec.figures.append(ctx.save(fig, f"similarity-{figures.slug(setup)}", caption))
         if len(means):
             top = means.loc[means["jaccard"].idxmax()]
@@ -74,34 +88,36 @@ def similarity(ctx: Context, obs: Observations) -> Section:
             )
     ctx.facts.similarity = extremes
     ctx.facts.similarity_random = randoms
-    if start.empty:
-        sec.paragraphs.append(
-            "No run recorded similarity at the start (start_similarity), so that part is left out."
-        )
-        return sec
+
+
+def _add_at_start(ctx: Context, sec: Section, start: pd.DataFrame) -> None:
+    """Per setup and density: one heatmap panel per prune fraction, largest first, of the sets
+    each criterion would remove from the initial network; their means as a CSV file."""
     start_means = mean_pairs(start, ["setup", "density", "fraction"])
     sec.files.append(ctx.csv(start_means, "start_similarity.csv"))
     for (setup, density), group in start_means.groupby(["setup", "density"], sort=True):
         by_fraction = sorted(group.groupby("fraction"), key=lambda kv: -kv[0])
         panels = {f"fraction {fraction:g}": to_matrix(g) for fraction, g in by_fraction}
         levels = {f"fraction {f:g}": float(g["random_jaccard"].mean()) for f, g in by_fraction}
-        title = f"{setup}, density {density:g}: at the start"
-        name = f"start-{figures.slug(setup)}-d{density:g}"
-        known = {k: v for k, v in levels.items() if pd.notna(v)}
-        random_text = (
-            "two random removals of the same sizes would give "
-            + ", ".join(f"{v:.3f} at {k}" for k, v in known.items())
-            + "."
-            if known
-            else _random_words(float("nan"))
-        )
         caption = (
             f"{setup} at density {density:g}: Jaccard of the sets each criterion would remove from "
-            f"the initial network, one panel per prune fraction (mean over runs); {random_text}"
+            "the initial network, one panel per prune fraction (mean over runs); "
+            + _random_levels_words(levels)
         )
-        fig = figures.heatmaps(panels, title, levels)
-        sec.figures.append(ctx.save(fig, name, caption))
-    return sec
+        fig = figures.heatmaps(panels, f"{setup}, density {density:g}: at the start", levels)
+        sec.figures.append(ctx.save(fig, f"start-{figures.slug(setup)}-d{density:g}", caption))
+
+
+def _random_levels_words(levels: dict[str, float]) -> str:
+    """The random-removal level of each panel that has one, as a sentence."""
+    known = {k: v for k, v in levels.items() if pd.notna(v)}
+    if not known:
+        return _random_words(float("nan"))
+    return (
+        "two random removals of the same sizes would give "
+        + ", ".join(f"{v:.3f} at {k}" for k, v in known.items())
+        + "."
+    )
 
 
 def _random_words(random: float) -> str:
