@@ -1,6 +1,9 @@
-"""The small parts of a run: learning-rate schedule, optimizers, run-directory files."""
+"""The small parts of a run: learning-rate schedule, optimizers, the loss of a batch,
+run-directory files."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from dstlab.errors import ConfigError
 from dstlab.run import RunConfig
 from dstlab.run.config_file import read_config_file
 from dstlab.run.files import MetricsLog, read_metrics, write_json
+from dstlab.run.losses import batch_loss
 from dstlab.run.optim import lr_at, make_optimizer
 
 
@@ -41,6 +45,37 @@ def test_optimizers_take_the_config(name, cls):
         assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
         no_momentum = make_optimizer(model, RunConfig(momentum=0.0))
         assert not no_momentum.param_groups[0]["nesterov"]
+
+
+# logits (ln 3, 0): softmax (3/4, 1/4), and sigmoid(ln 3) = 3/4
+LOGITS = torch.tensor([[math.log(3), 0.0], [math.log(3), 0.0]])
+
+
+def test_batch_loss_is_cross_entropy_with_a_count_of_correct_predictions():
+    y = torch.tensor([0, 1])  # the first right (loss ln 4/3), the second wrong (loss ln 4)
+    loss, correct = batch_loss(LOGITS, y, binary=False)
+    assert loss.item() == pytest.approx((math.log(4 / 3) + math.log(4)) / 2)
+    assert correct.item() == 1
+    total, _ = batch_loss(LOGITS, y, binary=False, reduction="sum")
+    assert total.item() == pytest.approx(math.log(16 / 3))
+
+
+def test_batch_loss_binary_reads_one_logit_against_one_half():
+    out = torch.tensor([[math.log(3)], [math.log(3)], [-1.0]])
+    y = torch.tensor([1, 0, 0])  # right, wrong, right
+    loss, correct = batch_loss(out, y, binary=True, reduction="sum")
+    # -ln σ(ln 3) - ln(1 - σ(ln 3)) - ln(1 - σ(-1)) = ln 4/3 + ln 4 + ln(1 + e^-1)
+    assert loss.item() == pytest.approx(math.log(4 / 3) + math.log(4) + math.log(1 + math.e**-1))
+    assert correct.item() == 2
+
+
+def test_label_smoothing_moves_the_target_towards_uniform():
+    # smoothing 0.2 over two classes, or on one logit: the target (0.9, 0.1)
+    expected = 0.9 * math.log(4 / 3) + 0.1 * math.log(4)
+    loss, _ = batch_loss(LOGITS[:1], torch.tensor([0]), binary=False, smoothing=0.2)
+    assert loss.item() == pytest.approx(expected)
+    loss, _ = batch_loss(LOGITS[:1, :1], torch.tensor([1]), binary=True, smoothing=0.2)
+    assert loss.item() == pytest.approx(expected)
 
 
 def test_metrics_log_cuts_back_to_a_checkpointed_length(tmp_path):
