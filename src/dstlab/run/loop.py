@@ -31,8 +31,8 @@ from dstlab.errors import ConfigError, DataError, DstlabError
 from dstlab.run import distributed, files, start_similarity
 from dstlab.run.config import DST_OPTIONS, RunConfig
 from dstlab.run.distributed import Group
+from dstlab.run.losses import batch_loss
 from dstlab.run.optim import lr_at, make_optimizer
-from dstlab.run.start_similarity import batch_loss
 from dstlab.topology.criteria import NonFiniteScoreError
 
 EVAL_BATCH = 1024
