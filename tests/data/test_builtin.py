@@ -9,7 +9,7 @@ import torch
 from dstlab.data import ENV_VAR, data_root, list_datasets, load_dataset
 from dstlab.data.builtin import MNIST1D_SEED, _mnist1d_arrays, generate_mnist1d
 from dstlab.data.splits import FileSplit, TensorSplit, split_last, split_last_per_class
-from dstlab.errors import ConfigError
+from dstlab.errors import ConfigError, DataError
 
 
 def test_list_datasets():
@@ -62,8 +62,14 @@ def test_data_root_argument_then_environment_then_home(monkeypatch, tmp_path):
 
 def test_loaders_use_the_environment_folder(monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    with pytest.raises(Exception, match=str(tmp_path / "cifar-10-batches-py")):
+    with pytest.raises(DataError) as info:
         load_dataset("cifar10")
+    assert str(info.value) == (
+        "dataset 'cifar10' not found: expected the python version's pickle batches at "
+        f"{tmp_path / 'cifar-10-batches-py' / 'data_batch_1'}; get it from "
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (the data folder is "
+        "--data-dir, else $DSTLAB_DATA, else ~/.dstlab/data)."
+    )
 
 
 def test_mnist1d_generation_is_local_seeded_and_leaves_global_rngs_alone():
