@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dstlab.run.config import RunConfig
+from dstlab.topology.schedules import count_to_replace
 
 CRITERIA = ("magnitude", "set", "mest", "snip")
 ALL_CRITERIA = ("magnitude", "set", "mest", "snip", "reciprocal_sensitivity", "random")
@@ -105,7 +106,7 @@ def write_run_dirs(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Give every run a directory with epoch, update (with shadow similarity) and start records
-    (only at ``start_density`` when given)."""
+    (only at ``start_density`` when given), each with its layer counts as a run writes them."""
     rng = np.random.default_rng(seed)
     results = results.copy()
     dirs = []
@@ -117,8 +118,14 @@ def write_run_dirs(
             others = [c for c in shadow if c != row["prune"]]
             for fraction in fractions if start_density in (None, row["density"]) else ():
                 sim = _similarity([row["prune"], *others], rng)
+                removed = count_to_replace(fraction, 10)
                 records.append(
-                    {"kind": "start_similarity", "fraction": fraction, "similarity": sim}
+                    {
+                        "kind": "start_similarity",
+                        "fraction": fraction,
+                        "similarity": sim,
+                        "layers": {"fc1.weight": {"active": 10, "removed": removed}},
+                    }
                 )
             for u in range(1, updates + 1):
                 records.append(

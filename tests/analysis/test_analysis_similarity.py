@@ -13,10 +13,9 @@ from dstlab.analysis.similarity import (
     collect,
     mean_pairs,
     random_jaccard,
+    removal_sizes,
     similarity_table,
-    start_sizes,
     to_matrix,
-    update_sizes,
 )
 
 from .analysis_synthetic import results_table, write_run_dirs
@@ -85,11 +84,12 @@ def test_sizes_come_from_the_recorded_counts():
             "fc2.weight": {"active": 40, "removed": 5, "grown": 3},  # two fewer after it
         }
     }
-    assert update_sizes(record) == [(100, 10, 10), (42, 5, 5)]
-    assert update_sizes(record, pooled=True) == [(142, 15, 15)]
-    assert update_sizes({"layers": {"x": {"active": 3}}}) is None
-    assert update_sizes({}) is None
-    assert start_sizes({"a": 10, "b": 7}, 0.25) == [(10, 3, 3), (7, 2, 2)]  # ceil, as the engine
+    assert removal_sizes(record) == [(100, 10, 10), (42, 5, 5)]
+    assert removal_sizes(record, pooled=True) == [(142, 15, 15)]
+    assert removal_sizes({"layers": {"x": {"active": 3}}}) is None
+    assert removal_sizes({}) is None
+    start = {"layers": {"a": {"active": 10, "removed": 3}, "b": {"active": 7, "removed": 2}}}
+    assert removal_sizes(start) == [(10, 3, 3), (7, 2, 2)]  # nothing grown: candidates = active
 
 
 def test_collect_gives_each_record_its_random_level(tmp_path):

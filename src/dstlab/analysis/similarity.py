@@ -9,15 +9,13 @@ Every record also gets the Jaccard index that two *random* removals of the same 
 have, the level to read the real ones against. For one layer with N candidates and removals of
 a and b weights, E|A ∩ B| = a·b/N; like the real index it is pooled over layers:
 Σ E|A ∩ B| / Σ (a + b − E|A ∩ B|). Update records carry each layer's active, removed and grown
-counts (the candidates are the weights active before the update: active − grown + removed), and
-so do start records; older start records without them read their candidates from the run's
-first update record, whose "before" state is the initial topology. Under global selection the
-criteria split the removal between layers differently, so the baseline pools all layers into
-one candidate set."""
+counts (the candidates are the weights active before the update: active − grown + removed);
+start records carry each layer's active and removed counts (nothing is grown, so the candidates
+are the active weights). Under global selection the criteria split the removal between layers
+differently, so the baseline pools all layers into one candidate set."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -74,8 +72,9 @@ def _pool(sizes: list[Sizes], pooled: bool) -> list[Sizes]:
     return [tuple(sum(column) for column in zip(*sizes, strict=True))]  # type: ignore[list-item]
 
 
-def update_sizes(record: dict, pooled: bool = False) -> list[Sizes] | None:
-    """Per-layer (candidates, removed, removed) of an update record; None when not recorded."""
+def removal_sizes(record: dict, pooled: bool = False) -> list[Sizes] | None:
+    """Per-layer (candidates, removed, removed) of an update or start record; None when it
+    carries no layer counts."""
     layers = record.get("layers")
     if not isinstance(layers, dict) or not layers:
         return None
@@ -90,38 +89,10 @@ def update_sizes(record: dict, pooled: bool = False) -> list[Sizes] | None:
     return _pool(sizes, pooled)
 
 
-def start_sizes(candidates: dict[str, int], fraction: float, pooled: bool = False) -> list[Sizes]:
-    """Per-layer sizes of the removals at the start: ceil(fraction · N) of each layer's N, as
-    the engine counts them (for records written before start records carried their counts)."""
-    sizes = []
-    for n in candidates.values():
-        a = removal_count(fraction, n)
-        sizes.append((n, a, a))
-    return _pool(sizes, pooled)
-
-
-def removal_count(fraction: float, active: int) -> int:
-    """The engine's removal size (``topology.schedules.count_to_replace``, which a test holds
-    this to): ceil(fraction · active), never more than active. Written out here because the
-    analysis reads what runs wrote and imports nothing of the engine."""
-    return min(active, math.ceil(fraction * active - 1e-9))
-
-
-def _initial_candidates(records: list[dict]) -> dict[str, int] | None:
-    """Each layer's active count before the first update: the initial topology."""
-    updates = [
-        r for r in records if r.get("kind") == "update" and isinstance(r.get("layers"), dict)
-    ]
-    if not updates:
-        return None
-    first = min(updates, key=lambda r: r.get("step") or 0)
-    try:
-        return {
-            name: int(c["active"]) - int(c.get("grown", c["removed"])) + int(c["removed"])
-            for name, c in first["layers"].items()
-        }
-    except (KeyError, TypeError, ValueError):
-        return None
+def _random_level(record: dict, pooled: bool) -> float:
+    """The random-removal Jaccard of a record's own sizes; NaN when it carries no counts."""
+    sizes = removal_sizes(record, pooled)
+    return random_jaccard(sizes) if sizes is not None else float("nan")
 
 
 def order_criteria(names: Iterable[str]) -> list[str]:
@@ -148,19 +119,6 @@ def _pairs(similarity: dict) -> list[tuple[str, str, float]]:
     return out
 
 
-def _random_at_start(record: dict, initial: dict[str, int] | None, pooled: bool) -> float:
-    try:
-        fraction = float(record["fraction"])
-    except (KeyError, TypeError, ValueError):
-        return float("nan")
-    own = update_sizes(record, pooled)  # a start record that carries its own layer counts
-    if own is not None:
-        return random_jaccard(own)
-    if initial is None:
-        return float("nan")
-    return random_jaccard(start_sizes(initial, fraction, pooled))
-
-
 def collect(runs: pd.DataFrame, read: RecordReader) -> Observations:
     """Read every run's records once and keep only the numbers the report uses."""
     updates, pairs, start = [], [], []
@@ -168,7 +126,6 @@ def collect(runs: pd.DataFrame, read: RecordReader) -> Observations:
     for run_id, run_dir, selection in zip(runs["run_id"], runs["run_dir"], selections, strict=True):
         records = read(run_dir) if run_dir else []
         pooled = selection == "global"
-        initial = _initial_candidates(records)
         for record in records:
             kind = record.get("kind")
             if kind == "update":
@@ -177,12 +134,11 @@ def collect(runs: pd.DataFrame, read: RecordReader) -> Observations:
                 sim = record.get("similarity")
                 if isinstance(sim, dict):
                     acting = str((sim.get("criteria") or [None])[0])
-                    sizes = update_sizes(record, pooled)
-                    rand = random_jaccard(sizes) if sizes is not None else float("nan")
+                    rand = _random_level(record, pooled)
                     for a, b, j in _pairs(sim):
                         pairs.append((run_id, step, acting, a, b, j, rand))
             elif kind == "start_similarity" and isinstance(record.get("similarity"), dict):
-                rand = _random_at_start(record, initial, pooled)
+                rand = _random_level(record, pooled)
                 for a, b, j in _pairs(record["similarity"]):
                     start.append((run_id, record.get("fraction"), a, b, j, rand))
     return Observations(
