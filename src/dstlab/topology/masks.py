@@ -69,8 +69,8 @@ class DenseGradient:
 class MaskedTarget:
     """A dense weight multiplied by a bool mask: the default ``backend="masked"``."""
 
-    #: whether the engine keeps per-layer score state over the active weights only (a dense
-    #: layer keeps it dense, as it always did)
+    #: whether the engine keeps a layer's smoothed scores over its active weights only, and
+    #: saves its positions instead of its mask; a masked layer has both in its weight's shape
     compact = False
 
     def __init__(self, name: str, param: nn.Parameter, mask: torch.Tensor):

@@ -85,10 +85,10 @@ class TopologyTracker:
         return {"initial": self.initial, "ever_active": self.ever_active, "sizes": self.sizes}
 
     def load_state_dict(self, state: dict) -> None:
-        """A saved state; one of an older dstlab (dense bool masks) too."""
-        self.sizes = {n: _size(n, m, state.get("sizes")) for n, m in state["initial"].items()}
-        self.initial = {n: _indices(m).clone() for n, m in state["initial"].items()}
-        self.ever_active = {n: _indices(m).clone() for n, m in state["ever_active"].items()}
+        """The state :meth:`state_dict` saved: each layer's sorted indices and size."""
+        self.sizes = {n: int(size) for n, size in state["sizes"].items()}
+        self.initial = {n: i.to(torch.int64).clone() for n, i in state["initial"].items()}
+        self.ever_active = {n: i.to(torch.int64).clone() for n, i in state["ever_active"].items()}
         self.total = sum(self.sizes.values())
 
 
