@@ -1,4 +1,4 @@
-"""Cost of the DST engine against a plain dense PyTorch step (issue: the DST engine).
+"""Cost of the DST engine against a plain dense PyTorch step.
 
 MLP 3072-1024-512-10, batch 128, density 0.05, ΔT = 100, SGD (momentum, Nesterov, weight decay).
 Dense and DST training alternate in one process; each sample is a block of `update_every`

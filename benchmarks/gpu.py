@@ -1,4 +1,4 @@
-"""dstlab on a CUDA GPU (issue 10): ResNet-56 on CIFAR-10-shaped tensors, batch 128.
+"""dstlab on a CUDA GPU: ResNet-56 on CIFAR-10-shaped tensors, batch 128.
 
 1. a dense training step against a DST step (masked backend, density 0.1) in fp32 and bf16;
 2. one topology update, in dense steps (the extra time of an update step over a plain DST step);

@@ -20,7 +20,7 @@ from dstlab.topology.distributions import DISTRIBUTIONS
 CHOICE_OPTIONS = [f.name for f in dataclasses.fields(RunConfig) if "choices" in f.metadata]
 
 
-def test_the_misspelt_decay_of_the_issue():
+def test_a_misspelt_decay_names_the_choices_and_the_nearest_one():
     with pytest.raises(ConfigError) as caught:
         RunConfig(decay="cosin")
     assert str(caught.value) == (

@@ -176,10 +176,10 @@ def test_itop_and_churn_from_index_sets_equal_the_dense_computation():
         assert got == {"itop": itop, "churn": 1.0 - inter / union}
 
 
-def test_criteria_written_for_dense_tensors_still_drive_a_sparse_layer():
+def test_criteria_written_for_dense_tensors_drive_a_sparse_layer():
     from dstlab.topology import Grower, Pruner
 
-    class FirstActive(Pruner):  # overrides only the dense select of older dstlab versions
+    class FirstActive(Pruner):  # overrides only the dense select, not select_active
         def select(self, weight, grad, mask, n, generator=None):
             out = torch.zeros(mask.numel(), dtype=torch.bool)
             out[mask.reshape(-1).nonzero().squeeze(1)[:n]] = True
