@@ -219,7 +219,7 @@ class DST:
         if due and not finite and self._postponed is None:
             self._postponed = t
         update = finite and (due or self._postponed is not None)
-        if self._keeps_momentum and finite:
+        if finite and self._momentum_needed(t):
             self._track_grad_momentum()
         if self.score_smoothing is not None and not self.static and finite:
             self._smooth_scores()
@@ -248,6 +248,8 @@ class DST:
             record["postponed_from"] = self._postponed
             self._postponed = None
         self.step_count += 1
+        if self._grad_momentum and not self._momentum_needed(self.step_count):
+            self._grad_momentum = {}  # no update will read it again
         return record
 
     def _unscale(self) -> bool:
@@ -514,6 +516,14 @@ class DST:
         else:
             denom.scatter_reduce_(0, group, scores.abs(), reduce="amax", include_self=True)
         return scores / (denom[group] + 1e-12)
+
+    def _momentum_needed(self, t: int) -> bool:
+        """Whether an update at step t or later (or one postponed by an overflow) may still
+        read the gradient EMA; after the last scheduled update it is neither kept nor updated."""
+        if not self._keeps_momentum:
+            return False
+        last = self.schedule.last_update()
+        return last is None or t <= last or self._postponed is not None
 
     @torch.no_grad()
     def _track_grad_momentum(self) -> None:
