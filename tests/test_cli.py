@@ -106,6 +106,8 @@ def test_unknown_option_in_config_file_suggests_the_closest(tmp_path, capsys):
         (["--epochs", "0"], ["epochs"]),
         (["--config", "/nonexistent/run.yaml"], ["/nonexistent/run.yaml", "does not exist"]),
         (["--resume", "/nonexistent/run"], ["no run to resume"]),
+        (["--log", "mlflow", "--tags", "[1]"], ["--tags must be a JSON object", "[1]"]),
+        (["--tags", '{"study": "s"}'], ["--tags go to the trackers of --log"]),
     ],
 )
 def test_bad_values_are_one_sentence(argv, words, capsys):
@@ -198,3 +200,27 @@ def test_a_misspelt_choice_is_one_sentence_and_leaves_no_run(
     err = _fails(["train", flag, value, "--quiet"], capsys)
     assert words in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_study_run_with_nproc_hands_its_tracker_tags_to_its_ranks(tmp_path, monkeypatch):
+    """`train_processes` (a study's nproc > 1 run) gives rank 0 the tags a one-process run
+    gets, through the command line its ranks parse."""
+    from dstlab.run import distributed, files
+    from dstlab.run.cli_args import tags_from_args
+    from dstlab.study.task import Task, execute
+
+    launched = []
+
+    def launch_and_record(argv, nproc, out):
+        launched.append(argv)
+        files.write_json(out / files.RESULT, {"status": "done"})
+
+    monkeypatch.setattr(distributed, "launch_and_record", launch_and_record)
+    tags = {"study": "tagged", "prune": "snip", "density": 0.2}
+    config = RunConfig(nproc=2, log=("mlflow",)).to_dict()
+    outcome = execute(Task("r1", config, str(tmp_path / "r1"), False, tags), None)
+    assert outcome.result == {"status": "done"}, outcome.error
+    [argv] = launched
+    args = build_parser().parse_args(argv)
+    rank_config, out = config_from_args(args)
+    assert out == tmp_path / "r1" and tags_from_args(args, rank_config) == tags

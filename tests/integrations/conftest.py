@@ -22,3 +22,26 @@ def assert_exactly_sparse(dst) -> None:
 def masked_density(dst) -> float:
     masks = dst.masks.values()
     return sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that records the total norm of the gradients each step applies."""
+
+    def __init__(self, params, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self.applied_norms: list[float] = []
+
+    def step(self, closure=None):
+        grads = [
+            p.grad for group in self.param_groups for p in group["params"] if p.grad is not None
+        ]
+        self.applied_norms.append(
+            float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+        )
+        return super().step(closure)
+
+
+def inactive_gradient(dst) -> float:
+    """The summed |gradient| at the inactive positions (nonzero before DST masks)."""
+    params = dict(dst.model.named_parameters())
+    return sum(float(params[n].grad[~m].abs().sum()) for n, m in dst.masks.items())

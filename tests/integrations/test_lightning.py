@@ -13,7 +13,12 @@ from torch.utils.data import DataLoader, TensorDataset
 pl = pytest.importorskip("lightning.pytorch")
 
 from dstlab.integrations.lightning import DSTCallback  # noqa: E402
-from tests.integrations.conftest import assert_exactly_sparse, masked_density  # noqa: E402
+from tests.integrations.conftest import (  # noqa: E402
+    RecordingSGD,
+    assert_exactly_sparse,
+    inactive_gradient,
+    masked_density,
+)
 
 DENSITY = 0.25
 
@@ -132,3 +137,53 @@ def test_bf16_mixed_precision_keeps_exact_sparsity(tmp_path):
     trainer.fit(TinyModule(), _loader())
     assert dst_cb.dst.step_count == 16
     assert masked_density(dst_cb.dst) == pytest.approx(DENSITY, abs=1 / 256)
+
+
+class ClippedModule(TinyModule):
+    """Records the inactive gradients after each backward, before DST masks them."""
+
+    def __init__(self, dst_callback: DSTCallback) -> None:
+        super().__init__()
+        self.dst_callback, self.unmasked = dst_callback, []
+        self.optimizer = RecordingSGD(self.parameters(), lr=0.1, momentum=0.9)
+
+    def configure_optimizers(self):
+        return self.optimizer
+
+    def on_after_backward(self):
+        self.unmasked.append(inactive_gradient(self.dst_callback.dst))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed"])
+def test_gradient_clipping_clips_the_masked_gradients(tmp_path, precision):
+    dst_cb = DSTCallback(density=DENSITY, grow="gradient", update_every=3, seed=0)
+    module = ClippedModule(dst_cb)
+    extra = {"gradient_clip_val": 0.01}
+    if precision == "16-mixed":  # Lightning's AMP plugin with a CPU GradScaler
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        extra["plugins"] = [pl.plugins.MixedPrecision("16-mixed", "cpu", scaler=scaler)]
+    trainer = _trainer(tmp_path, [dst_cb, CheckEveryStep(dst_cb)], **extra)
+    trainer.fit(module, _loader())
+    norms = module.optimizer.applied_norms
+    assert len(norms) == len(module.unmasked) == dst_cb.dst.step_count == 16
+    assert all(inactive > 0 for inactive in module.unmasked)
+    assert norms == pytest.approx([0.01] * 16, rel=1e-4)
+
+
+def test_an_amp_overflow_step_never_reaches_dst(tmp_path):
+    dst_cb = DSTCallback(density=DENSITY, grow="gradient", update_every=3, seed=0)
+    module = TinyModule()
+    calls = {"n": 0}
+
+    def overflow_on_the_fourth_backward(grad):
+        calls["n"] += 1
+        return torch.full_like(grad, float("inf")) if calls["n"] == 4 else grad
+
+    module.net[0].weight.register_hook(overflow_on_the_fourth_backward)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    plugin = pl.plugins.MixedPrecision("16-mixed", "cpu", scaler=scaler)
+    trainer = _trainer(tmp_path, [dst_cb, CheckEveryStep(dst_cb)], plugins=[plugin])
+    trainer.fit(module, _loader())
+    assert scaler.get_scale() == 2.0**9
+    assert dst_cb.dst.step_count == 15  # the skipped step is not one of DST's
+    assert [r["step"] for r in dst_cb.dst.records] == [3, 6, 9, 12]

@@ -9,7 +9,11 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from dstlab.integrations.transformers import STATE_FILE, DSTCallback  # noqa: E402
-from tests.integrations.conftest import assert_exactly_sparse  # noqa: E402
+from tests.integrations.conftest import (  # noqa: E402
+    RecordingSGD,
+    assert_exactly_sparse,
+    inactive_gradient,
+)
 
 DENSITY = 0.5
 OPTIONS = {
@@ -59,7 +63,7 @@ class CheckEveryStep(transformers.TrainerCallback):
         self.checked += 1
 
 
-def _trainer(out, callbacks, model, **kwargs):
+def _trainer(out, callbacks, model, optimizers=(None, None), **kwargs):
     args = transformers.TrainingArguments(
         output_dir=str(out),
         num_train_epochs=2,
@@ -75,7 +79,7 @@ def _trainer(out, callbacks, model, **kwargs):
         **kwargs,
     )
     return transformers.Trainer(
-        model=model, args=args, train_dataset=Dataset(), callbacks=callbacks
+        model=model, args=args, train_dataset=Dataset(), callbacks=callbacks, optimizers=optimizers
     )
 
 
@@ -107,3 +111,63 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
         assert torch.equal(resumed_cb.dst.masks[name], mask), name
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+class InactiveBeforeMasking(transformers.TrainerCallback):
+    """The inactive gradients right before the optimizer step: the Trainer's view, unmasked."""
+
+    def __init__(self, dst_callback: DSTCallback) -> None:
+        self.dst_callback, self.seen = dst_callback, []
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.seen.append(inactive_gradient(self.dst_callback.dst))
+
+
+@pytest.mark.slow
+def test_the_trainer_clips_the_masked_gradients(tmp_path):
+    dst_cb = DSTCallback(**OPTIONS)
+    seen = InactiveBeforeMasking(dst_cb)
+    model = _model()
+    optimizer = RecordingSGD(model.parameters(), lr=0.01)
+    trainer = _trainer(
+        tmp_path, [dst_cb, seen], model, optimizers=(optimizer, None), max_grad_norm=0.01
+    )
+    trainer.train()
+    assert len(optimizer.applied_norms) == len(seen.seen) == trainer.state.global_step == 8
+    assert all(inactive > 0 for inactive in seen.seen)
+    assert optimizer.applied_norms == pytest.approx([0.01] * 8, rel=1e-4)
+    assert trainer.args.max_grad_norm == 0.01  # given back after the fit
+
+
+class Overflow(transformers.TrainerCallback):
+    """An infinite gradient in the backward of the optimizer step after `at` (before scaling
+    is undone, so the scaler sees it as an overflow)."""
+
+    def __init__(self, weight: torch.Tensor, at: int) -> None:
+        self.at, self.on, self.weights = at, False, {}
+        weight.register_hook(lambda g: torch.full_like(g, float("inf")) if self.on else g)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self.on = state.global_step == self.at
+        self.weights[state.global_step] = {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_fp16_loss_scaling_skips_an_overflow_and_postpones_the_update(tmp_path):
+    """On the CPU accelerate gives fp16 no GradScaler; the test hands it one, as it does on a
+    GPU, so the Trainer scales, unscales and skips through it."""
+    dst_cb = DSTCallback(**OPTIONS)
+    model = _model()
+    overflow = Overflow(model.classifier.weight, at=3)  # an update step (update_every=3)
+    check = CheckEveryStep(dst_cb)
+    trainer = _trainer(tmp_path, [dst_cb, overflow, check], model, fp16=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    trainer.accelerator.scaler, trainer.accelerator.native_amp = scaler, True
+    trainer.train()
+    dst = dst_cb.dst
+    assert dst.step_count == trainer.state.global_step == check.checked == 8
+    assert scaler.get_scale() == 2.0**9  # one overflow, no growth within 8 steps
+    skipped, after = overflow.weights[3], overflow.weights[4]
+    assert all(torch.equal(skipped[k], after[k]) for k in skipped)  # no optimizer step
+    assert [(r["step"], r.get("postponed_from")) for r in dst.records] == [(4, 3), (6, None)]
+    assert (tmp_path / "checkpoint-4" / STATE_FILE).is_file()

@@ -173,17 +173,25 @@ def test_a_failing_rank_ends_the_run_as_failed_with_its_error(tmp_path, fault, w
     assert "rank 1" in stderr
 
 
-def test_a_study_run_with_nproc_2_launches_its_ranks(two_process_run, tmp_path):
+def test_a_study_run_with_nproc_2_launches_its_ranks_and_tags_its_tracker(
+    two_process_run, tmp_path, monkeypatch
+):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for the client below
+    from mlflow.tracking import MlflowClient
+
     spec = tmp_path / "spec.yaml"
     base = {k.replace("-", "_"): v for k, v in FLAGS.items() if k != "threads"}
+    base["log"] = "[mlflow]"  # not part of the run's identity: the same run as two_process_run
     spec.write_text(
         "name: ddp\nbase: {" + ", ".join(f"{k}: {v}" for k, v in base.items()) + "}\n"
         "grid:\n  nproc: [2]\n"
     )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     job = subprocess.Popen(
         [sys.executable, "-m", "dstlab", "study", "run", str(spec), "--out", str(tmp_path / "s"),
          "--workers", "1", "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env,
     )  # fmt: skip
     try:
         _, err = job.communicate(timeout=180)
@@ -201,3 +209,7 @@ def test_a_study_run_with_nproc_2_launches_its_ranks(two_process_run, tmp_path):
     a, b = final_state(run_dir), final_state(two_process_run)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    # the tags a one-process study run gives its tracker (the study name, the grid point)
+    client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+    [run] = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert run.data.tags["study"] == "ddp" and run.data.tags["nproc"] == "2"

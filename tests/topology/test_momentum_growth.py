@@ -166,3 +166,76 @@ def test_momentum_growth_resumes_bitwise(tmp_path, position):
         assert torch.equal(p.detach(), straight[0][name]), name
     for name, m in dst.masks.items():
         assert torch.equal(m, straight[1][name]), name
+
+
+def _ema_state(dst):
+    return dst.state_dict()["grad_momentum"]
+
+
+def test_the_ema_stops_and_is_freed_after_the_last_update():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    dst = _dst(model, opt, update_end=9)  # updates at steps 3, 6 and 9 only
+    for s in range(9):
+        _step(model, opt, dst, s)
+    assert set(_ema_state(dst)) == set(dst.masks)  # the update at step 9 reads it
+    assert _step(model, opt, dst, 9)["step"] == 9
+    assert _ema_state(dst) == {}
+    for s in range(10, 14):
+        assert _step(model, opt, dst, s) is None
+        assert _ema_state(dst) == {}  # never tracked again
+
+
+def test_without_an_end_the_ema_is_kept():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    dst = _dst(model, opt, total_steps=None, decay="constant")
+    train_steps(model, opt, dst, 8)
+    assert set(_ema_state(dst)) == set(dst.masks)
+
+
+def test_an_update_postponed_past_the_last_one_still_reads_the_ema():
+    model = make_model((20, 30, 5))
+    opt = make_optimizer(model)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    dst = _dst(model, opt, update_end=9, grad_scaler=scaler)
+    records = {}
+    for s in range(12):
+        x, y = batch(model, s)
+        opt.zero_grad()
+        scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
+        if s == 9:  # the last update's gradients overflow: it moves to step 10
+            model[0].weight.grad[0, 0] = float("inf")
+        records[s] = dst.step()
+        if s == 9:
+            assert records[s] is None and set(_ema_state(dst)) == set(dst.masks)
+    assert records[10]["postponed_from"] == 9 and records[10]["layers"]["0.weight"]["grown"] > 0
+    assert _ema_state(dst) == {}
+
+
+def test_a_run_resumed_after_the_ema_was_freed_matches_the_straight_run():
+    def fresh():
+        model = make_model((20, 30, 16, 5), seed=0)
+        opt = make_optimizer(model, "adam")
+        return model, opt, _dst(model, opt, update_end=9)
+
+    model, opt, dst = fresh()
+    for s in range(16):
+        _step(model, opt, dst, s)
+    straight = {n: p.detach().clone() for n, p in model.named_parameters()}, dst.masks
+
+    model, opt, dst = fresh()
+    for s in range(12):
+        _step(model, opt, dst, s)
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "dst": dst.state_dict()}
+    model, opt, dst = fresh()
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    dst.load_state_dict(state["dst"])
+    for s in range(12, 16):
+        _step(model, opt, dst, s)
+    assert _ema_state(dst) == {}
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), straight[0][name]), name
+    for name, m in dst.masks.items():
+        assert torch.equal(m, straight[1][name]), name

@@ -48,3 +48,10 @@ def test_count_is_ceil_of_fraction_times_active_and_capped():
     assert count_to_replace(0.3, 10) == 3
     assert count_to_replace(1.0, 5) == 5
     assert count_to_replace(0.001, 0) == 0
+
+
+def test_last_update_is_the_last_period_within_start_and_end():
+    assert UpdateSchedule(800, 0, 1000).last_update() == 800
+    assert UpdateSchedule(5, 0, 20).last_update() == 20
+    assert UpdateSchedule(800, 900, 1000).last_update() == 0  # no update at all
+    assert UpdateSchedule(800).last_update() is None

@@ -2,9 +2,11 @@
 
 At fit start it builds `DST` on the module's optimizer and installs DST's step in place of the
 optimizer's (`stepping.DSTStep`), so Lightning's gradient accumulation, precision plugin and
-gradient clipping run unchanged and DST counts real optimizer steps. Update records go to every
-logger of the trainer; DST state travels in Lightning checkpoints, so ``fit(ckpt_path=...)``
-continues the same topology."""
+gradient clipping run unchanged and DST counts real optimizer steps. Lightning calls
+``on_before_optimizer_step`` after the backward (and AMP's unscaling) and before it clips, so
+DST masks the gradients (and updates the topology when due) there: clipping sees what the
+optimizer applies. Update records go to every logger of the trainer; DST state travels in
+Lightning checkpoints, so ``fit(ckpt_path=...)`` continues the same topology."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any
 from dstlab.errors import ConfigError
 from dstlab.integrations import require
 from dstlab.integrations.records import flat_record
-from dstlab.integrations.stepping import DSTCallbackBase, build_dst
+from dstlab.integrations.stepping import DSTCallbackBase, build_dst, gradients_finite
 
 pl = require("lightning.pytorch", "lightning")
 
@@ -40,6 +42,20 @@ class DSTCallback(DSTCallbackBase, pl.Callback):
         dst = build_dst(pl_module, trainer.optimizers[0], options, self._pending)
         self._pending = None
         self._install(dst, lambda record: self._log(trainer, record))
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self.dst is None:
+            return
+        params = [p for p in pl_module.parameters() if p.grad is not None]
+        if not params:  # training_step returned None: no backward, nothing to mask
+            return
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is not None and not gradients_finite(params):
+            # AMP skips this optimizer step, so it never reaches DST; the inactive gradients
+            # are zeroed all the same (masking would turn inf into NaN)
+            self.dst.enforce()
+            return
+        self.dst.before_optimizer_step()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._uninstall()

@@ -4,12 +4,16 @@ Frameworks call ``optimizer.step(closure)`` (Lightning: the closure runs the for
 and gradient clipping) or ``optimizer.step()`` after clipping (Hugging Face, AMP's GradScaler).
 Either way the gradients are final when the closure has run, so the wrapper runs the closure
 first and then ``DST.step()``, which masks the gradients, updates the topology when due and
-calls the real step. A step a framework skips (accumulation, an AMP overflow) never reaches
-the optimizer, so DST counts exactly the optimizer steps taken."""
+calls the real step. Clipping must see the masked gradients the optimizer will apply, so each
+callback has DST's `before_optimizer_step` run before the framework clips (Lightning: its
+``on_before_optimizer_step`` hook) or clips them itself (Hugging Face: ``before_step``). A step
+Lightning skips (an AMP overflow) never reaches the optimizer, so DST does not count it; the
+Hugging Face callback wraps accelerate's optimizer, whose scaler skips inside the step, so
+there DST counts every step, as the Trainer's ``global_step`` does."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -20,15 +24,29 @@ from dstlab.topology.engine import DST
 class DSTStep:
     """Installs ``dst.step`` as ``dst.optimizer.step``; `uninstall()` puts the original back."""
 
-    def __init__(self, dst: DST, on_record: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        dst: DST,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
+        before_step: Callable[[], None] | None = None,
+    ):
         self.dst = dst
         self.on_record = on_record
+        self.before_step = before_step  # between the final gradients and DST's step
         self.optimizer = dst.optimizer
         self._original = self.optimizer.step
         # an LR scheduler may already have wrapped `step` on the instance; put back what was there
         self._had_own_step = "step" in self.optimizer.__dict__
         self._inside = False
-        self.optimizer.step = self._step  # type: ignore[method-assign]
+
+        def step(closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+            return self._step(closure, **kwargs)
+
+        # an LR scheduler's wrapper marks itself, and the scheduler warns when the mark is gone;
+        # it is still called (it is the original here), so the mark stays true
+        if getattr(self._original, "_wrapped_by_lr_sched", False):
+            step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
+        self.optimizer.step = step  # type: ignore[method-assign]
 
     def _step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
         if self._inside:  # DST.step() calling the real optimizer step
@@ -39,6 +57,8 @@ class DSTStep:
                 loss = closure()
         self._inside = True
         try:
+            if self.before_step is not None:
+                self.before_step()
             record = self.dst.step()
         finally:
             self._inside = False
@@ -51,6 +71,12 @@ class DSTStep:
             self.optimizer.step = self._original  # type: ignore[method-assign]
         else:
             del self.optimizer.step
+
+
+def gradients_finite(parameters: Iterable[torch.Tensor]) -> bool:
+    """Whether every gradient is finite (after a loss scaler's unscaling: its skip decision)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())
 
 
 def build_dst(
@@ -102,9 +128,14 @@ class DSTCallbackBase:
         self.dst: Any = None
         self._step: DSTStep | None = None
 
-    def _install(self, dst: DST, on_record: Callable[[dict[str, Any]], None]) -> None:
+    def _install(
+        self,
+        dst: DST,
+        on_record: Callable[[dict[str, Any]], None],
+        before_step: Callable[[], None] | None = None,
+    ) -> None:
         self.dst = dst
-        self._step = DSTStep(dst, on_record)
+        self._step = DSTStep(dst, on_record, before_step)
 
     def _uninstall(self) -> None:
         if self._step is not None:

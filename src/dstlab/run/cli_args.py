@@ -6,6 +6,7 @@ files and study specs never drift apart; a flag overrides the same key of `--con
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from dataclasses import fields
@@ -44,6 +45,12 @@ def register(subparsers: Any) -> None:
     train.add_argument("--out", metavar="DIR", help="run directory (default: runs/<name>-<time>)")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR (its config.yaml)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--tags",
+        metavar="JSON",
+        help='tags for the trackers of --log, a JSON object such as \'{"study": "s1"}\' '
+        "(a study tags its runs with its name and grid point)",
+    )
     train.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
     )
@@ -149,6 +156,26 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path]:
     return config, out
 
 
+def tags_from_args(args: argparse.Namespace, config: RunConfig) -> dict[str, Any] | None:
+    """The tracker tags of `--tags`, a JSON object; they need a tracker to go to."""
+    text = getattr(args, "tags", None)
+    if text is None:
+        return None
+    try:
+        tags = json.loads(text)
+    except json.JSONDecodeError:
+        tags = None
+    if not isinstance(tags, dict):
+        raise ConfigError(
+            f'--tags must be a JSON object such as \'{{"study": "s1"}}\', got {text!r}.'
+        )
+    if not config.log:
+        raise ConfigError(
+            "--tags go to the trackers of --log; add --log tensorboard, wandb or mlflow."
+        )
+    return tags
+
+
 def _default_out(c: RunConfig) -> Path:
     name = f"{c.data}-{c.model}-{c.mode}"
     if c.mode != "dense":
@@ -160,13 +187,14 @@ def _default_out(c: RunConfig) -> Path:
 
 def run_train(args: argparse.Namespace) -> int:
     config, out = config_from_args(args)
+    tags = tags_from_args(args, config)  # checked before any rank starts
     from dstlab.run import distributed
 
     if config.nproc > 1 and not distributed.launched():
-        return _launch(args, config, out)
+        return _launch(args, config, out)  # its command line carries --tags to the ranks
     from dstlab.run.loop import train
 
-    result = train(config, out, resume=bool(args.resume), progress=not args.quiet)
+    result = train(config, out, resume=bool(args.resume), progress=not args.quiet, tags=tags)
     if int(os.environ.get("RANK", "0")) == 0:
         print(summary(result, out))
     return 0 if result["status"] == files.DONE else 1

@@ -111,10 +111,12 @@ def launch(argv: list[str], nproc: int) -> None:
         raise RankFailedError(_failure_text(rank, failure)) from None
 
 
-def train_processes(config: Any, out: Any) -> dict[str, Any]:
+def train_processes(config: Any, out: Any, tags: dict[str, Any] | None = None) -> dict[str, Any]:
     """A run with `nproc` > 1 from inside a Python process (a study's worker): its config goes
-    to `out`/config.yaml and `dstlab train --resume out` runs as `nproc` ranks; returns the
-    result rank 0 wrote (a rank that died before writing leaves a `failed` one)."""
+    to `out`/config.yaml and `dstlab train --resume out` runs as `nproc` ranks, with `tags` for
+    rank 0's trackers as `train(..., tags=)` takes them; returns the result rank 0 wrote (a rank
+    that died before writing leaves a `failed` one)."""
+    import json
     from pathlib import Path
 
     from dstlab.run import files
@@ -122,7 +124,10 @@ def train_processes(config: Any, out: Any) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files.write_yaml(out / files.CONFIG, config.to_dict())
-    launch_and_record(["train", "--resume", str(out), "--quiet"], config.nproc, out)
+    argv = ["train", "--resume", str(out), "--quiet"]
+    if tags and config.log:
+        argv += ["--tags", json.dumps(tags)]
+    launch_and_record(argv, config.nproc, out)
     result = files.read_json(out / files.RESULT)
     if result is None:
         raise RankFailedError(f"the {config.nproc} processes of {out} ended without a result.")

@@ -54,7 +54,8 @@ def execute(task: Task, run_fn: RunFn | None) -> Outcome:
         if run_fn is None and config.nproc > 1:  # a data-parallel run: its own ranks
             from dstlab.run.distributed import train_processes
 
-            return Outcome(task.run_id, train_processes(config, Path(task.run_dir)), None)
+            result = train_processes(config, Path(task.run_dir), tags=task.tags)
+            return Outcome(task.run_id, result, None)
         fn = run_fn or default_run_fn()
         extra = {"tags": task.tags} if task.tags else {}
         result = fn(config, Path(task.run_dir), resume=task.resume, progress=False, **extra)

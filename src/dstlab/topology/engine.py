@@ -176,6 +176,9 @@ class DST:
         # at a step whose gradients overflow waits for the next finite step (`_postponed` = t)
         self.grad_scaler = grad_scaler
         self._postponed: int | None = None
+        # (update record, dense gradients for an update after the step) between
+        # before_optimizer_step() and the step() that finishes it
+        self._prepared: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
         self.enforce()
 
     # ------------------------------------------------------------------ public API
@@ -212,14 +215,57 @@ class DST:
         With a ``grad_scaler`` this also unscales the gradients (criteria score the true
         gradients, in float32 when the weights are float32), and a step whose gradients
         overflow skips the optimizer step and postpones a due update to the next finite step
-        (its record then says ``postponed_from``)."""
+        (its record then says ``postponed_from``). After `before_optimizer_step` it does only
+        the rest: the optimizer step and what follows it."""
+        if self._prepared is None:
+            self.before_optimizer_step()
+        assert self._prepared is not None
+        record, dense_grads = self._prepared
+        self._prepared = None
         t = self.step_count
-        finite = self._unscale()
+        if self.grad_scaler is None:
+            self.optimizer.step()
+        else:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        if not self._exact_optimizer:
+            self.enforce()
+        if dense_grads is not None:
+            record = self._update(t, dense_grads)
+        if record is not None and self._postponed is not None:
+            record["postponed_from"] = self._postponed
+            self._postponed = None
+        self.step_count += 1
+        if self._grad_momentum and not self._momentum_needed(self.step_count):
+            self._grad_momentum = {}  # no update will read it again
+        return record
+
+    def before_optimizer_step(self, finite: bool | None = None) -> None:
+        """The part of `step` before the optimizer step, for loops that clip gradients: the
+        unscaling, a due topology update (``update_position="before"``) and the masking of the
+        gradients, so that clipping between this and `step` sees what the optimizer applies.
+
+        ``finite`` says whether this step's gradients are finite when a loss scaler that DST
+        does not own (a framework's) unscaled them: if not, the update waits as with
+        ``grad_scaler`` and that scaler must skip the optimizer step. Without it DST checks
+        with its own ``grad_scaler``, or takes the gradients as finite."""
+        t = self.step_count
+        if self._prepared is not None:
+            raise ConfigError(
+                f"before_optimizer_step() already ran for step {t}; call step() to finish it."
+            )
+        if finite is None:
+            finite = self._unscale()
+        elif self.grad_scaler is not None:
+            raise ConfigError(
+                "finite= is for a loss scaler DST does not own; with grad_scaler DST checks "
+                "the gradients itself."
+            )
         due = self.is_update_step(t)
         if due and not finite and self._postponed is None:
             self._postponed = t
         update = finite and (due or self._postponed is not None)
-        if self._keeps_momentum and finite:
+        if finite and self._momentum_needed(t):
             self._track_grad_momentum()
         if self.score_smoothing is not None and not self.static and finite:
             self._smooth_scores()
@@ -235,20 +281,7 @@ class DST:
                 target.mask_grad()
         else:  # inf × 0 is NaN: zero the inactive gradients outright; the step is skipped anyway
             self.enforce()
-        if self.grad_scaler is None:
-            self.optimizer.step()
-        else:
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        if not self._exact_optimizer:
-            self.enforce()
-        if dense_grads is not None:
-            record = self._update(t, dense_grads)
-        if record is not None and self._postponed is not None:
-            record["postponed_from"] = self._postponed
-            self._postponed = None
-        self.step_count += 1
-        return record
+        self._prepared = (record, dense_grads)
 
     def _unscale(self) -> bool:
         """Unscale the gradients of a mixed-precision step; whether all of them are finite."""
@@ -514,6 +547,14 @@ class DST:
         else:
             denom.scatter_reduce_(0, group, scores.abs(), reduce="amax", include_self=True)
         return scores / (denom[group] + 1e-12)
+
+    def _momentum_needed(self, t: int) -> bool:
+        """Whether an update at step t or later (or one postponed by an overflow) may still
+        read the gradient EMA; after the last scheduled update it is neither kept nor updated."""
+        if not self._keeps_momentum:
+            return False
+        last = self.schedule.last_update()
+        return last is None or t <= last or self._postponed is not None
 
     @torch.no_grad()
     def _track_grad_momentum(self) -> None:

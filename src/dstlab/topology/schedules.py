@@ -54,6 +54,13 @@ class UpdateSchedule:
             return False
         return t >= self.start and (self.end is None or t <= self.end)
 
+    def last_update(self) -> int | None:
+        """The last step at which an update can happen (0 when none can); None without an end."""
+        if self.end is None:
+            return None
+        last = self.end - self.end % self.every
+        return last if last >= max(self.start, 1) else 0
+
 
 @dataclass(frozen=True)
 class DropFraction:
