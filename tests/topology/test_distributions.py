@@ -51,7 +51,7 @@ def test_user_dense_layer_is_honoured_and_total_still_equals_target():
 
 @pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan")])
 def test_density_outside_unit_interval_is_one_sentence(density):
-    with pytest.raises(ConfigError, match="density must be in"):
+    with pytest.raises(ConfigError, match=r"density must be a number in \(0, 1\], got"):
         layer_densities(MLP, density)
 
 

@@ -39,7 +39,7 @@ def test_linear_and_constant_decay():
 
 @pytest.mark.parametrize("f0", [0.0, 1.0, -0.2, 1.2])
 def test_drop_fraction_outside_open_unit_interval(f0):
-    with pytest.raises(ConfigError, match=r"drop_fraction must be in \(0, 1\)"):
+    with pytest.raises(ConfigError, match=r"drop_fraction must be a number in \(0, 1\)"):
         DropFraction(f0, "constant")
 
 
