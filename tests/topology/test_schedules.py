@@ -3,7 +3,12 @@ import math
 import pytest
 
 from dstlab.errors import ConfigError
-from dstlab.topology.schedules import DropFraction, UpdateSchedule, count_to_replace
+from dstlab.topology.schedules import (
+    DropFraction,
+    UpdateSchedule,
+    check_update_window,
+    count_to_replace,
+)
 
 
 def test_updates_happen_every_period_but_never_at_step_zero():
@@ -48,3 +53,36 @@ def test_count_is_ceil_of_fraction_times_active_and_capped():
     assert count_to_replace(0.3, 10) == 3
     assert count_to_replace(1.0, 5) == 5
     assert count_to_replace(0.001, 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "refusal"),
+    [
+        (-0.1, 1.0, "update_start must be a fraction of training in [0, 1] or a whole step"),
+        (1.5, 1.0, "update_start must be a fraction of training in [0, 1] or a whole step"),
+        (0.0, 0.0, "update_end must be a fraction of training in (0, 1] or a whole step"),
+        (0.8, 0.5, "update_start (0.8) must not come after update_end (0.5)."),
+        (400, 300, "update_start (400) must not come after update_end (300)."),
+    ],
+)
+def test_a_bad_update_window_is_one_sentence(start, end, refusal):
+    with pytest.raises(ConfigError) as caught:
+        check_update_window(start, end)
+    assert str(caught.value).startswith(refusal)
+
+
+def test_a_window_in_fractions_needs_the_run_length_unless_it_spans_the_run():
+    assert UpdateSchedule.create(10, 0.0, 1.0).end is None
+    check_update_window(500, 0.5)  # a step and a fraction: compared only once the length is known
+    with pytest.raises(ConfigError, match=r"update_end=0.5 is a fraction of training, so total"):
+        UpdateSchedule.create(10, 0.0, 0.5)
+    with pytest.raises(ConfigError, match=r"update_start=1.0 is a fraction of training, so total"):
+        UpdateSchedule.create(10, 1.0, 1.0)
+
+
+def test_drop_fraction_min_cannot_exceed_drop_fraction():
+    with pytest.raises(ConfigError) as caught:
+        DropFraction(0.3, "constant", 0.4)
+    assert str(caught.value) == (
+        "drop_fraction_min must be a number in [0, drop_fraction=0.3], got 0.4."
+    )

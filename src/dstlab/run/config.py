@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -355,20 +356,33 @@ def _coerce(cls: type, key: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"option '{key}' must be true or false, got {value!r}.")
         return value
-    try:
-        if kind.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option '{key}' must be a number, got {value!r}.") from None
+    if kind.startswith(("int", "float")):
+        return _number(key, value, whole=kind.startswith("int"))
     if key == "precision" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # YAML reads `precision: 32` as a number
     if kind.startswith("str") and not isinstance(value, str):
         raise ConfigError(f"option '{key}' must be a string, got {value!r}.")
     return value
+
+
+def _number(key: str, value: Any, whole: bool) -> Any:
+    """A number from a flag or a file (text or a number; never true/false). A whole-number
+    option keeps a fractional value as it is, so that its range check names it."""
+    number = _parse(value) if isinstance(value, str) else value
+    if not isinstance(number, numbers.Real) or isinstance(number, bool):
+        raise ConfigError(f"option '{key}' must be a number, got {value!r}.")
+    if whole and (isinstance(number, numbers.Integral) or float(number).is_integer()):
+        return int(number)
+    return number if whole else float(number)
+
+
+def _parse(text: str) -> int | float | None:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None
 
 
 def _check_choices(c: RunConfig) -> None:
