@@ -13,7 +13,7 @@ from dstlab.errors import ConfigError
 from dstlab.models import list_models
 from dstlab.run import RunConfig
 from dstlab.run.config import choices
-from dstlab.topology import backends, engine, schedules
+from dstlab.topology import backends, schedules, validation
 from dstlab.topology.criteria import PRUNERS
 from dstlab.topology.distributions import DISTRIBUTIONS
 
@@ -53,9 +53,9 @@ def test_each_option_accepts_its_default_and_refuses_a_near_miss(option):
 
 def test_the_values_come_from_their_owners():
     assert choices("decay") == schedules.DECAYS
-    assert choices("selection") == engine.SELECTIONS
-    assert choices("global_normalize") == engine.NORMALIZATIONS
-    assert choices("update_position") == engine.UPDATE_POSITIONS
+    assert choices("selection") == validation.SELECTIONS
+    assert choices("global_normalize") == validation.NORMALIZATIONS
+    assert choices("update_position") == validation.UPDATE_POSITIONS
     assert choices("backend") == tuple(backends.backend_names())
     assert choices("distribution") == tuple(DISTRIBUTIONS)
     assert choices("model") == tuple(list_models())

@@ -64,7 +64,7 @@ def test_normalisation_resets_exactly_the_sparse_and_the_update_groups():
         dense_layers=("fc1.weight",), update_every=7, update_start=0.1, update_end=0.9,
         drop_fraction=0.3, drop_fraction_min=0.01, decay="linear", selection="global",
         global_normalize="layer_sum", gamma=2.0, score_smoothing=0.5, update_position="after",
-        shadow_criteria=("set",), start_similarity=(0.5,), backend="sparse", epochs=3,
+        shadow_criteria=("magnitude",), start_similarity=(0.5,), backend="sparse", epochs=3,
     )  # fmt: skip
     assert {f.name for f in FIELDS if getattr(changed, f.name) != getattr(RunConfig(), f.name)} == {
         *cfg.SPARSE_OPTIONS,

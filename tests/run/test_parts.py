@@ -130,7 +130,7 @@ def test_config_checks_added_for_runs():
         RunConfig(mode="dense", start_similarity=(0.5,))
     with pytest.raises(ConfigError, match="warmup_epochs"):
         RunConfig(epochs=3, warmup_epochs=3)
-    with pytest.raises(ConfigError, match="fractions"):
+    with pytest.raises(ConfigError, match=r"each of start_similarity must be a number in \(0, 1\]"):
         RunConfig(start_similarity=(1.5,))
 
 

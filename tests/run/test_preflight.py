@@ -22,22 +22,32 @@ def test_a_run_that_can_start_passes_and_its_model_is_on_the_meta_device():
 @pytest.mark.parametrize(
     ("changes", "words"),
     [
-        ({"prune": "set", "selection": "global"}, "'set' has no score"),
-        ({"prune": "set", "score_smoothing": 0.9}, "no score to smooth"),
         ({"model": "lenet5", "data": "higgs"}, "with dataset 'higgs', model 'lenet5' needs image"),
         ({"model": "vgg16", "data": "digits"}, "at least 16x16 pixels, got 8x8"),
         ({"model": "vgg16", "dropout": 0.1}, "has no dropout layers"),
         ({"dense_layers": ("nothing.*",)}, "match no sparsifiable parameter"),
-        ({"optimizer": "adam", "weight_decay": -1.0}, "the optimizer refuses these options"),
-        ({"shadow_criteria": ("set",), "selection": "global"}, "'set' has no score"),
     ],
 )
 def test_a_run_that_cannot_start_is_one_sentence(changes, words):
+    # what needs no model (ranges, criteria without a score) RunConfig refuses already
     config = RunConfig(**{"model": "mlp", "data": "digits", **changes})
     with pytest.raises(ConfigError) as caught:
         BuildCheck().check(config)
     message = str(caught.value)
     assert words in message and "\n" not in message and message.endswith(".")
+
+
+def test_an_optimizer_that_refuses_the_options_is_one_sentence(monkeypatch):
+    # RunConfig checks lr, momentum and weight decay; a refusal torch adds later is still named
+    def refuse(model, config):
+        raise ValueError("Invalid beta parameter at index 0: 1.5")
+
+    monkeypatch.setattr("dstlab.run.optim.make_optimizer", refuse)
+    with pytest.raises(ConfigError) as caught:
+        BuildCheck().check(RunConfig(model="mlp", data="digits"))
+    assert str(caught.value) == (
+        "the optimizer refuses these options: Invalid beta parameter at index 0: 1.5."
+    )
 
 
 def test_a_forward_pass_that_fails_or_gives_other_outputs_is_named():

@@ -27,8 +27,8 @@ def test_identity_holds_the_global_batch_not_the_process_count():
     ("values", "message"),
     [
         ({"precision": "fp8"}, "precision must be one of 32, bf16, fp16"),
-        ({"accumulate": 0}, "accumulate must be a positive whole number"),
-        ({"nproc": 0}, "nproc must be a positive whole number"),
+        ({"accumulate": 0}, r"accumulate must be a whole number in \[1, inf\), got 0\."),
+        ({"nproc": 0}, r"nproc must be a whole number in \[1, inf\), got 0\."),
     ],
 )
 def test_bad_scale_options_are_one_sentence(values, message):

@@ -47,10 +47,12 @@ def test_same_seed_gives_the_same_matrix():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"criteria": ["magnitude", "nope"]}, "unknown pruning criterion 'nope'"),
+        ({"criteria": ["magnitude", "nope"]}, "each of criteria must be one of .*; got 'nope'"),
         ({"criteria": ["magnitude"]}, "at least two criteria"),
-        ({"fractions": [0.0]}, "fractions must each be in"),
-        ({"density": 1.5}, "density must be in"),
+        ({"fractions": [0.0]}, r"each of fractions must be a number in \(0, 1\], got 0.0\."),
+        ({"fractions": []}, "at least one fraction"),
+        ({"density": 1.5}, r"density must be a number in \(0, 1\], got 1.5\."),
+        ({"batch_size": 0}, r"batch_size must be a whole number in \[1, inf\), got 0\."),
     ],
 )
 def test_bad_input_is_one_sentence(kwargs, message):

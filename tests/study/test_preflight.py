@@ -17,10 +17,12 @@ from dstlab.study.spec import load_spec, parse_spec
 
 STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"))
 
-SET_GLOBAL = {
-    "name": "sg",
+# a value that only the model can refuse (one without a model, e.g. SET with global selection,
+# is refused when the spec is read)
+UNMATCHED = {
+    "name": "um",
     "base": {"data": "digits", "model": "mlp", "epochs": 1},
-    "grid": {"selection": ["local", "global"], "prune": ["magnitude", "set"], "seed": [0, 1]},
+    "grid": {"dense_layers": [[], ["conv*"]], "prune": ["magnitude", "set"], "seed": [0, 1]},
 }
 MISMATCH = {
     "name": "mm",
@@ -39,9 +41,9 @@ def _write(tmp_path: Path, raw: dict) -> str:
     ("raw", "words"),
     [
         (
-            SET_GLOBAL,
-            "sg: the run with selection=global, prune=set, seed=0 cannot start (nor can 1 other "
-            "run(s)): pruning criterion 'set' has no score",
+            UNMATCHED,
+            "um: the run with dense_layers=conv*, prune=magnitude, seed=0 cannot start (nor can 3 "
+            "other run(s)): dense_layers ['conv*'] match no sparsifiable parameter",
         ),
         (
             MISMATCH,
@@ -65,7 +67,7 @@ def test_a_grid_point_that_cannot_start_stops_everything_in_one_sentence(
 
 def test_run_study_checks_before_writing_anything(tmp_path):
     with pytest.raises(ConfigError, match="cannot start"):
-        run_study(parse_spec(SET_GLOBAL), tmp_path / "study", run_fn=_never)
+        run_study(parse_spec(UNMATCHED), tmp_path / "study", run_fn=_never)
     assert not (tmp_path / "study").exists()
 
 
@@ -74,7 +76,7 @@ def _never(*args, **kwargs):  # pragma: no cover - the check must stop the study
 
 
 def test_dry_run_says_every_run_was_built_ahead(tmp_path, capsys):
-    spec = {**SET_GLOBAL, "grid": {"prune": ["magnitude", "set"], "seed": [0, 1]}}
+    spec = {**UNMATCHED, "grid": {"prune": ["magnitude", "set"], "seed": [0, 1]}}
     argv = ["study", "run", _write(tmp_path, spec), "--out", str(tmp_path / "o"), "--dry-run"]
     assert main(argv) == 0
     assert "built ahead on the meta device: every run checked here can start" in (

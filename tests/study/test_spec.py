@@ -100,7 +100,10 @@ def test_a_spec_file_round_trips_and_keeps_its_text(tmp_path):
         ({"grid": {"densty": [0.1]}}, "'densty' (did you mean 'density'?)"),
         ({"base": {"epoch": 3}}, "'epoch' (did you mean 'epochs'?)"),
         ({"gird": {"density": [0.1]}}, "'gird' (did you mean 'grid'?)"),
-        ({"grid": {"density": [0.1, 1.5]}}, "density must be in (0, 1]"),
+        (
+            {"grid": {"density": [0.1, 1.5]}},
+            "(density=1.5): density must be a number in (0, 1], got 1.5.",
+        ),
         ({"grid": {"epochs": ["many"]}}, "'epochs' must be a number"),
         ({"grid": {}}, "grid is empty"),
         ({"grid": {"seed": []}}, "'seed' has an empty list"),

@@ -51,7 +51,7 @@ def test_user_dense_layer_is_honoured_and_total_still_equals_target():
 
 @pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan")])
 def test_density_outside_unit_interval_is_one_sentence(density):
-    with pytest.raises(ConfigError, match="density must be in"):
+    with pytest.raises(ConfigError, match=r"density must be a number in \(0, 1\], got"):
         layer_densities(MLP, density)
 
 
@@ -63,3 +63,8 @@ def test_unknown_distribution_lists_the_known_ones():
 def test_dense_layers_larger_than_the_budget_are_rejected():
     with pytest.raises(ConfigError, match="kept dense"):
         layer_densities(MLP, 0.05, "erk", dense=["fc1.weight"])
+
+
+def test_a_negative_erk_power_is_one_sentence():
+    with pytest.raises(ConfigError, match=r"^erk_power must be a number in \[0, inf\), got -1\.$"):
+        layer_densities(MLP, 0.1, "erk", power=-1)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dstlab.errors import ConfigError
 from dstlab.registry import check_one_of, did_you_mean
+from dstlab.topology.checks import check_flag, check_number, shown
 
 MODES = ("dense", "static", "dst")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -39,7 +41,7 @@ SPARSE_GROUPS = ("topology", "update")
 #: groups whose options cannot change a run's result, so they are not part of its identity
 NOT_IDENTITY_GROUPS = ("environment", "scale")
 
-_ENGINE = "dstlab.topology.engine"
+_ENGINE_OPTIONS = "dstlab.topology.validation"
 _CRITERIA = "dstlab.topology.criteria"
 
 
@@ -131,14 +133,14 @@ class RunConfig:
         "local",
         "update",
         "per-layer (local) or global pruning",
-        choices=f"{_ENGINE}:SELECTIONS",
+        choices=f"{_ENGINE_OPTIONS}:SELECTIONS",
         dst=True,
     )
     global_normalize: str | None = _option(
         None,
         "update",
         "score normalisation for global pruning",
-        choices=f"{_ENGINE}:NORMALIZATIONS",
+        choices=f"{_ENGINE_OPTIONS}:NORMALIZATIONS",
         dst=True,
     )
     gamma: float = _option(1.0, "update", "MEST's gradient weight γ", dst=True)
@@ -149,7 +151,7 @@ class RunConfig:
         "before",
         "update",
         "topology update before or after the optimizer step",
-        choices=f"{_ENGINE}:UPDATE_POSITIONS",
+        choices=f"{_ENGINE_OPTIONS}:UPDATE_POSITIONS",
         dst=True,
     )
     shadow_criteria: tuple[str, ...] = _option(
@@ -354,15 +356,8 @@ def _coerce(cls: type, key: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"option '{key}' must be true or false, got {value!r}.")
         return value
-    try:
-        if kind.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option '{key}' must be a number, got {value!r}.") from None
+    if kind.startswith(("int", "float")):
+        return _number(key, value, whole=kind.startswith("int"))
     if key == "precision" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # YAML reads `precision: 32` as a number
     if kind.startswith("str") and not isinstance(value, str):
@@ -370,9 +365,30 @@ def _coerce(cls: type, key: str, value: Any) -> Any:
     return value
 
 
+def _number(key: str, value: Any, whole: bool) -> Any:
+    """A number from a flag or a file (text or a number; never true/false). A whole-number
+    option keeps a fractional value as it is, so that its range check names it."""
+    number = _parse(value) if isinstance(value, str) else value
+    if not isinstance(number, numbers.Real) or isinstance(number, bool):
+        raise ConfigError(f"option '{key}' must be a number, got {value!r}.")
+    if whole and (isinstance(number, numbers.Integral) or float(number).is_integer()):
+        return int(number)
+    return number if whole else float(number)
+
+
+def _parse(text: str) -> int | float | None:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None
+
+
 def _check_choices(c: RunConfig) -> None:
+    """The options with a fixed set of values that DST does not take (it checks its own)."""
     for name, f in _FIELDS.items():
-        if "choices" not in f.metadata:
+        if "choices" not in f.metadata or name in DST_OPTIONS:
             continue
         allowed = choices(name)
         value = getattr(c, name)
@@ -384,33 +400,39 @@ def _check_choices(c: RunConfig) -> None:
 
 
 def _validate(c: RunConfig) -> None:
+    """Every option's value, so that a run refuses a bad one before it loads data or makes its
+    directory: the engine's options through the engine's own checks, the rest here."""
+    # imported here, not at the top: the engine's checks know the criteria, which import torch
+    from dstlab.topology.validation import check_compared_fraction, check_dst_options
+
+    for name, kind in _FIELD_TYPES.items():
+        lists = "tuple" in kind and name not in DST_OPTIONS  # the engine's lists: checked there
+        if lists and not isinstance(getattr(c, name), tuple | list):
+            raise ConfigError(f"{name} must be a list, got {shown(getattr(c, name))}.")
     _check_choices(c)
-    if not 0.0 < c.density <= 1.0:
-        raise ConfigError(f"density must be in (0, 1], got {c.density}.")
-    if c.epochs < 1:
-        raise ConfigError(f"epochs must be a positive whole number, got {c.epochs}.")
-    if c.batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive whole number, got {c.batch_size}.")
-    if not c.lr > 0:
-        raise ConfigError(f"lr must be positive, got {c.lr}.")
-    if not 0.0 <= c.val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {c.val_fraction}.")
-    if not 0.0 <= c.dropout < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {c.dropout}.")
-    if c.checkpoint_seconds < 0:
-        raise ConfigError(f"checkpoint_seconds must be 0 or more, got {c.checkpoint_seconds}.")
-    if c.warmup_epochs < 0 or c.warmup_epochs >= c.epochs:
-        raise ConfigError(
-            f"warmup_epochs must be at least 0 and below epochs ({c.epochs}), got {c.warmup_epochs}."
-        )
-    if not 0.0 <= c.label_smoothing < 1.0:
-        raise ConfigError(f"label_smoothing must be in [0, 1), got {c.label_smoothing}.")
-    if any(not 0.0 < f <= 1.0 for f in c.start_similarity):
-        raise ConfigError(
-            f"start_similarity fractions must be in (0, 1], got {c.start_similarity}."
-        )
+    check_dst_options(**{k: getattr(c, k) for k in DST_OPTIONS}, seed=c.seed)
+    for name in ("nesterov", "bn_weight_decay", "augment", "compile"):
+        check_flag(name, getattr(c, name))
+    for fraction in c.start_similarity:
+        check_compared_fraction("each of start_similarity", fraction)
     if c.start_similarity and c.mode == "dense":
         raise ConfigError("start_similarity needs mode static or dst (a dense run has no masks).")
+    check_number("epochs", c.epochs, 1, whole=True)
+    check_number("batch_size", c.batch_size, 1, whole=True)
+    check_number("lr", c.lr, 0, low_open=True)
+    check_number("momentum", c.momentum, 0, 1, high_open=True)
+    check_number("weight_decay", c.weight_decay, 0)
+    check_number(
+        "warmup_epochs",
+        c.warmup_epochs,
+        0,
+        c.epochs,
+        high_open=True,
+        whole=True,
+        high_name="epochs",
+    )
+    check_number("label_smoothing", c.label_smoothing, 0, 1, high_open=True)
+    check_number("dropout", c.dropout, 0, 1, high_open=True)
     if c.lr_milestones and (
         c.lr_schedule != "step"
         or list(c.lr_milestones) != sorted(set(c.lr_milestones))
@@ -420,13 +442,11 @@ def _validate(c: RunConfig) -> None:
             f"lr_milestones must be increasing epochs in (0, {c.epochs}) with lr_schedule step, "
             f"got {list(c.lr_milestones)}."
         )
-    if c.threads is not None and c.threads < 1:
-        raise ConfigError(f"threads must be a positive whole number, got {c.threads}.")
-    _validate_scale(c)
-
-
-def _validate_scale(c: RunConfig) -> None:
-    if c.accumulate < 1:
-        raise ConfigError(f"accumulate must be a positive whole number, got {c.accumulate}.")
-    if c.nproc < 1:
-        raise ConfigError(f"nproc must be a positive whole number, got {c.nproc}.")
+    check_number("accumulate", c.accumulate, 1, whole=True)
+    check_number("val_fraction", c.val_fraction, 0, 1, high_open=True)
+    if c.data_dir is not None and not isinstance(c.data_dir, str):
+        raise ConfigError(f"data_dir must be a folder path, got {c.data_dir!r}.")
+    if c.threads is not None:
+        check_number("threads", c.threads, 1, whole=True)
+    check_number("checkpoint_seconds", c.checkpoint_seconds, 0)
+    check_number("nproc", c.nproc, 1, whole=True)

@@ -56,6 +56,7 @@ def train(
     `diverged`; any other exception writes a `failed` result.json and is re-raised. `tags`
     (e.g. a study's name and grid point) go to the trackers of `config.log`."""
     out = Path(out_dir)
+    device = _rank_device(config.device)  # a device this host lacks: refused before any folder
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -70,7 +71,6 @@ def train(
         _check_same_run(out, config)
         if previous is not None and previous.get("status") in files.FINAL:
             return previous
-    device = _rank_device(config.device)
     group = distributed.join(device)
     started = time.monotonic()
     run: _Run | None = None

@@ -66,23 +66,25 @@ def start_similarity(
     from dstlab import DST
     from dstlab.data import load_dataset
     from dstlab.models import create_model
+    from dstlab.registry import check_one_of
+    from dstlab.topology.checks import check_number
     from dstlab.topology.criteria import list_pruners
+    from dstlab.topology.distributions import check_density
+    from dstlab.topology.validation import check_compared_fraction, check_seed
 
     known = list_pruners()
     criteria = list(dict.fromkeys(criteria or known))
-    unknown = [c for c in criteria if c not in known]
-    if unknown:
-        raise ConfigError(
-            f"unknown pruning criterion {unknown[0]!r}; choose from {', '.join(known)}."
-        )
+    for name in criteria:
+        check_one_of("each of criteria", name, known)
     if len(criteria) < 2:
         raise ConfigError(f"give at least two criteria to compare, got {criteria}.")
-    if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
-        raise ConfigError(f"fractions must each be in (0, 1], got {list(fractions)}.")
-    if not 0.0 < density <= 1.0:
-        raise ConfigError(f"density must be in (0, 1], got {density}.")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive whole number, got {batch_size}.")
+    if not fractions:
+        raise ConfigError("give at least one fraction to compare the criteria at.")
+    for fraction in fractions:
+        check_compared_fraction("each of fractions", fraction)
+    check_density(density)
+    check_number("batch_size", batch_size, 1, whole=True)
+    check_seed(seed)
 
     torch.manual_seed(seed)
     ds = load_dataset(data, data_dir=data_dir, seed=seed, augment=False)

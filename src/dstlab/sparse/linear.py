@@ -15,6 +15,7 @@ from torch import nn
 from dstlab.errors import ConfigError
 from dstlab.sparse import kernels
 from dstlab.sparse.structure import CSRStructure, build, flat_positions, random_positions
+from dstlab.topology.distributions import check_density
 
 
 class _SparseLinearFn(torch.autograd.Function):
@@ -71,8 +72,7 @@ class SparseLinear(nn.Module):
                 f"SparseLinear needs positive sizes, got in_features={in_features} and "
                 f"out_features={out_features}."
             )
-        if not 0.0 < density <= 1.0:
-            raise ConfigError(f"density must be in (0, 1], got {density}.")
+        check_density(density)
         self.in_features = in_features
         self.out_features = out_features
         nnz = max(1, round(density * in_features * out_features))

@@ -24,6 +24,7 @@ import torch
 
 from dstlab.errors import ConfigError, DstlabError
 from dstlab.registry import Registry
+from dstlab.topology.checks import check_number
 from dstlab.topology.selection import (
     StreamedHighest,
     highest_k,
@@ -321,6 +322,20 @@ def pruner_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if taken is None or k in taken}
 
 
+def pruner_has_score(prune: str | Pruner) -> bool:
+    """Whether the pruning criterion (a registered name or an object) has a score, which global
+    selection and score smoothing need; known without building the criterion."""
+    if isinstance(prune, Pruner):
+        return prune.has_score
+    factory = PRUNERS.get(prune)
+    return (factory.wrapper if isinstance(factory, _FromFunction) else factory).has_score
+
+
+def check_gamma(gamma: float) -> None:
+    """MEST's weight of the gradient; 0 makes it magnitude pruning."""
+    check_number("gamma", gamma, 0)
+
+
 def list_pruners() -> list[str]:
     return PRUNERS.names()
 
@@ -355,8 +370,7 @@ class MESTPruner(Pruner):
     """|w| + γ|g| (MEST)."""
 
     def __init__(self, gamma: float = 1.0):
-        if not gamma >= 0:
-            raise ConfigError(f"gamma must be >= 0, got {gamma}.")
+        check_gamma(gamma)
         self.gamma = float(gamma)
 
     def score(self, weight, grad, generator):

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from dstlab.errors import ConfigError
 from dstlab.registry import did_you_mean
+from dstlab.topology.checks import check_number
 
 Shape = Sequence[int]
 
@@ -52,6 +53,7 @@ def layer_densities(
             f"known: {', '.join(sorted(DISTRIBUTIONS))}."
         )
     check_density(density)
+    check_erk_power(power)
     if not shapes:
         raise ConfigError("there is no layer to sparsify.")
     for name, shape in shapes.items():
@@ -82,5 +84,11 @@ def layer_densities(
 
 
 def check_density(density: float) -> None:
-    if not (isinstance(density, int | float) and 0.0 < density <= 1.0):
-        raise ConfigError(f"density must be in (0, 1], got {density!r}.")
+    """The overall density: some weight must stay active, and at most all of them are."""
+    check_number("density", density, 0, 1, low_open=True)
+
+
+def check_erk_power(power: float) -> None:
+    """The power of the ER/ERK scores: 0 makes every layer equally dense, 1 is plain ERK and
+    more favours small layers further; a negative power would favour the large ones."""
+    check_number("erk_power", power, 0)

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from dstlab.errors import ConfigError
-from dstlab.registry import check_one_of
 from dstlab.topology import sorted_sets
 from dstlab.topology.backends import build_targets
 from dstlab.topology.consistency import check_masks_agree
@@ -24,15 +23,12 @@ from dstlab.topology.criteria import (
     pruner_options,
     require_finite,
 )
-from dstlab.topology.distributions import check_density, layer_densities
+from dstlab.topology.distributions import layer_densities
 from dstlab.topology.masks import optimizer_parameters, sparsifiable_parameters
 from dstlab.topology.observers import TopologyTracker, similarity_matrix
 from dstlab.topology.schedules import DropFraction, UpdateSchedule, count_to_replace
 from dstlab.topology.selection import lowest_k, random_subset
-
-SELECTIONS = ("local", "global")
-NORMALIZATIONS = (None, "layer_sum", "layer_max", "row_sum", "row_max", "column_sum", "column_max")
-UPDATE_POSITIONS = ("before", "after")
+from dstlab.topology.validation import check_compared_fraction, check_dst_options
 
 # optimizers that keep a weight exactly 0 when its gradient, value and state are 0, so masking the
 # gradient is the only per-step work; any other optimizer also gets its weights re-masked
@@ -63,6 +59,12 @@ class DST:
     ``gamma`` is the older spelling of ``prune_options={"gamma": ...}``, given to every
     criterion that takes it. ``backend_options`` go to the backend's target factory, e.g.
     ``backend="sparse", backend_options={"rule": SparseRule(force=True)}``.
+
+    The defaults are those of ``dstlab train`` (``RunConfig``): ``update_every=100`` is RigL's
+    period; the study's CIFAR runs set 800 (SPEC §8). Every option with a range or a set of
+    values is checked before anything is built, by
+    :func:`~dstlab.topology.validation.check_dst_options`, which a run's config calls too: a
+    bad value is one sentence, the same from either.
     """
 
     def __init__(
@@ -73,7 +75,7 @@ class DST:
         prune: str | Pruner = "magnitude",
         grow: str | Grower = "random",
         distribution: str = "erk",
-        update_every: int = 800,
+        update_every: int = 100,
         drop_fraction: float = 0.5,
         decay: str = "cosine",
         total_steps: int | None = None,
@@ -96,14 +98,29 @@ class DST:
         static: bool = False,
         grad_scaler: torch.amp.GradScaler | None = None,
     ):
-        check_density(density)
-        check_one_of("selection", selection, SELECTIONS)
-        check_one_of("global_normalize", global_normalize, NORMALIZATIONS)
-        check_one_of("update_position", update_position, UPDATE_POSITIONS)
-        if score_smoothing is not None and not 0.0 <= score_smoothing < 1.0:
-            raise ConfigError(f"score_smoothing must be in [0, 1), got {score_smoothing}.")
-        if total_steps is not None and total_steps < 1:
-            raise ConfigError(f"total_steps must be a positive whole number, got {total_steps}.")
+        check_dst_options(
+            density=density,
+            prune=prune,
+            grow=grow,
+            distribution=distribution,
+            update_every=update_every,
+            drop_fraction=drop_fraction,
+            decay=decay,
+            seed=seed,
+            drop_fraction_min=drop_fraction_min,
+            update_start=update_start,
+            update_end=update_end,
+            erk_power=erk_power,
+            dense_layers=dense_layers,
+            selection=selection,
+            global_normalize=global_normalize,
+            gamma=gamma,
+            score_smoothing=score_smoothing,
+            update_position=update_position,
+            shadow_criteria=shadow_criteria,
+            backend=backend,
+            total_steps=total_steps,
+        )
         self.model, self.optimizer = model, optimizer
         self.density = float(density)
         self.seed = int(seed)
@@ -124,14 +141,6 @@ class DST:
         self.grower = grow if isinstance(grow, Grower) else get_grower(grow)
         self._shared_options = {**_legacy(gamma), **self.prune_options}
         self.shadow_pruners = {name: self._pruner(name) for name in shadow_criteria}
-        for criterion in [self.pruner, *self.shadow_pruners.values()]:
-            if selection == "global" and not criterion.has_score:
-                raise ConfigError(
-                    f"pruning criterion '{criterion.name}' has no score, so it "
-                    "cannot select globally; use selection='local'."
-                )
-        if score_smoothing is not None and not self.pruner.has_score:
-            raise ConfigError(f"pruning criterion '{self.pruner.name}' has no score to smooth.")
 
         native = native_sparse_layers(model)
         params, dense = sparsifiable_parameters(model, dense_layers, allow_none=bool(native))
@@ -307,8 +316,7 @@ class DST:
     def compare_criteria(self, criteria: Sequence[str], fraction: float) -> dict[str, Any]:
         """What each criterion would remove from the current state (weights and the gradient in
         ``.grad``) at a constant fraction, without acting: pooled and per-layer Jaccard."""
-        if not 0.0 < fraction <= 1.0:
-            raise ConfigError(f"fraction must be in (0, 1], got {fraction}.")
+        check_compared_fraction("fraction", fraction)
         pruners = {name: self._pruner(name) for name in criteria}
         grads = self._current_grads()
         active = self._positions()
