@@ -25,6 +25,7 @@ from typing import Any
 
 from dstlab.errors import ConfigError
 from dstlab.registry import check_one_of, did_you_mean
+from dstlab.topology.structure_spec import parse_structure
 
 MODES = ("dense", "static", "dst")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -167,6 +168,19 @@ class RunConfig:
         "topology",
         "comma-separated fractions: criteria similarity on the initial network",
         observer=True,
+    )
+    structure: str = _option(
+        "unstructured",
+        "topology",
+        "which weights may be active together: unstructured, n:m (e.g. 2:4), fan_in, "
+        "block:RxC (e.g. block:4x4) or channel",
+        dst=True,
+    )
+    ablate_below: int = _option(
+        0,
+        "update",
+        "fan_in: switch off rows with fewer salient weights than this at an update (0: never)",
+        dst=True,
     )
     backend: str = _option(
         "masked",
@@ -420,9 +434,24 @@ def _validate(c: RunConfig) -> None:
             f"lr_milestones must be increasing epochs in (0, {c.epochs}) with lr_schedule step, "
             f"got {list(c.lr_milestones)}."
         )
+    _validate_structure(c)
     if c.threads is not None and c.threads < 1:
         raise ConfigError(f"threads must be a positive whole number, got {c.threads}.")
     _validate_scale(c)
+
+
+def _validate_structure(c: RunConfig) -> None:
+    structure = parse_structure(c.structure)
+    if c.mode != "dense":
+        structure.check_density(c.density)
+    structure.check_backend(c.backend)
+    if c.ablate_below < 0:
+        raise ConfigError(f"ablate_below must be 0 or more, got {c.ablate_below}.")
+    if c.ablate_below and structure.kind != "fan_in":
+        raise ConfigError(
+            f"ablate_below switches off rows of a fan_in structure only; structure is "
+            f"'{c.structure}'."
+        )
 
 
 def _validate_scale(c: RunConfig) -> None:

@@ -12,6 +12,8 @@ from dstlab.errors import ConfigError
 
 #: the forms a structure takes, for help texts and error messages
 FORMS = ("unstructured", "n:m", "fan_in", "block:RxC", "channel")
+#: the kinds ``backend="sparse"`` (CSR rows) holds: rows of equal length are plain CSR
+SPARSE_BACKEND_KINDS = ("unstructured", "fan_in")
 
 _N_OF_M = re.compile(r"^(\d+):(\d+)$")
 _BLOCK = re.compile(r"^block:(\d+)x(\d+)$")
@@ -34,6 +36,14 @@ class StructureSpec:
     def fixed_density(self) -> float | None:
         """The density every sparse layer has under this structure, when it fixes one (n/m)."""
         return self.n / self.m if self.kind == "n:m" else None
+
+    def check_backend(self, backend: str) -> None:
+        """One sentence when ``backend`` cannot hold this structure."""
+        if backend == "sparse" and self.kind not in SPARSE_BACKEND_KINDS:
+            raise ConfigError(
+                f"the sparse backend cannot hold structure '{self.text}' (it supports "
+                "unstructured and fan_in); use backend='masked'."
+            )
 
     def check_density(self, density: float) -> None:
         """One sentence when the requested density is one this structure cannot have."""

@@ -44,8 +44,6 @@ class Structure:
     unstructured = True
     #: whether groups are on or off as a whole (an update replaces whole groups)
     whole_groups = False
-    #: whether ``backend="sparse"`` (CSR rows) can hold this structure
-    sparse_backend = True
 
     def __init__(self, spec: StructureSpec):
         self.spec = spec
@@ -90,15 +88,10 @@ class _Structured(Structure):
     """What every structure other than ``unstructured`` shares: its checks."""
 
     unstructured = False
-    sparse_backend = False
 
     def check_options(self, *, selection, backend, score_smoothing, pruners, grower, native_layers):
         text = self.name
-        if backend == "sparse" and not self.sparse_backend:
-            raise ConfigError(
-                f"the sparse backend cannot hold structure '{text}' (it supports unstructured "
-                "and fan_in); use backend='masked'."
-            )
+        self.spec.check_backend(backend)
         if native_layers:
             raise ConfigError(
                 f"layer {native_layers[0]!r} is built sparse with a topology of its own, so "
@@ -185,8 +178,6 @@ class FanIn(_Structured):
     """``fan_in``: every active row holds the same number of inputs (SRigL). With
     ``ablate_below`` k > 0, a row with fewer than k salient weights is switched off and the
     layer's budget is spread over the rows left on."""
-
-    sparse_backend = True  # rows of equal length are plain CSR
 
     def __init__(self, spec: StructureSpec, ablate_below: int = 0):
         super().__init__(spec)
