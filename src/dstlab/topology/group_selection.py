@@ -94,7 +94,8 @@ def grow_in_groups(
             continue
         positions = torch.arange(offset, offset + numel, device=kept.device)
         scores = growth_scores(grower, block, positions, salt)
-        lo, hi = torch.searchsorted(kept, torch.tensor([offset, offset + numel])).tolist()
+        bounds = torch.tensor([offset, offset + numel], device=kept.device)
+        lo, hi = torch.searchsorted(kept, bounds).tolist()
         scores = scores.index_fill(0, (kept[lo:hi] - offset).to(scores.device), float("-inf"))
         keys = position_keys(positions, salt).to(scores.device)
         chosen = top_in_groups(scores.view(-1, size), keys.view(-1, size), want.to(scores.device))

@@ -242,7 +242,7 @@ class FanIn(_Structured):
         on = salience >= self.ablate_below
         least = min(rows, math.ceil(budget / cols))
         if int(on.sum()) < least:  # keep the most salient rows (ties: lower row first)
-            on = torch.zeros(rows, dtype=torch.bool)
+            on = torch.zeros(rows, dtype=torch.bool, device=salience.device)
             on[torch.sort(-salience, stable=True).indices[:least]] = True
         fan_in = min(cols, budget // int(on.sum()))
         extra = torch.where(on, (kept_per_row - fan_in).clamp(min=0), kept_per_row)
@@ -260,7 +260,7 @@ class FanIn(_Structured):
         grads = None if gradient is None else gradient.active(active)
         kept_index = (~gone).nonzero().squeeze(1)  # ascending, so each row is one run
         row_of = active[kept_index] // cols
-        bounds = torch.searchsorted(row_of, torch.arange(len(extra) + 1))
+        bounds = torch.searchsorted(row_of, torch.arange(len(extra) + 1, device=row_of.device))
         for row in (extra > 0).nonzero().squeeze(1).tolist():
             inside = kept_index[int(bounds[row]) : int(bounds[row + 1])]
             count = int(extra[row])
