@@ -65,6 +65,7 @@ def test_normalisation_resets_exactly_the_sparse_and_the_update_groups():
         drop_fraction=0.3, drop_fraction_min=0.01, decay="linear", selection="global",
         global_normalize="layer_sum", gamma=2.0, score_smoothing=0.5, update_position="after",
         shadow_criteria=("magnitude",), start_similarity=(0.5,), backend="sparse", epochs=3,
+        structure="fan_in", ablate_below=2,
     )  # fmt: skip
     assert {f.name for f in FIELDS if getattr(changed, f.name) != getattr(RunConfig(), f.name)} == {
         *cfg.SPARSE_OPTIONS,

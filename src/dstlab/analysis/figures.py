@@ -91,6 +91,83 @@ def accuracy_vs_density(
     return fig
 
 
+def _dense_lines(ax, dense: pd.DataFrame) -> None:
+    for i, (_, row) in enumerate(dense.iterrows()):
+        mean, std = float(row["mean"]), float(row["std"])
+        grey = str(0.45 * i / max(len(dense) - 1, 1))
+        ax.axhline(mean, color=grey, ls="--", lw=1, label="dense")
+        if std > 0:
+            ax.axhspan(mean - std, mean + std, color=grey, alpha=0.07, linewidth=0)
+
+
+def accuracy_by_structure(
+    dst: pd.DataFrame, dense: pd.DataFrame, title: str, metric: str
+) -> Figure:
+    """A panel per growth criterion, a line per structure: the mean over pruning criteria of
+    their mean accuracy, the band from the worst to the best criterion; a structure tried at
+    one density only (n:m) is a single marker with its range as an error bar."""
+    growths = sorted(dst["growth"].unique())
+    cmap = matplotlib.colormaps["tab10"]
+    structures = sorted(dst["structure"].unique(), key=lambda s: (s != "unstructured", s))
+    colours = {s: cmap(i % 10) for i, s in enumerate(structures)}
+    fig, axes = _grid(len(growths))
+    for ax, growth in zip(axes, growths, strict=True):
+        part = dst[dst["growth"] == growth]
+        for structure in structures:
+            by_density = part[part["structure"] == structure].groupby("density")["mean"]
+            if by_density.ngroups == 0:
+                continue
+            x = np.asarray(list(by_density.groups), dtype=float)
+            mean, low, high = by_density.mean(), by_density.min(), by_density.max()
+            colour = colours[structure]
+            if len(x) == 1:
+                ax.errorbar(
+                    x, mean, yerr=[mean - low, high - mean], fmt="s", color=colour,
+                    label=structure, capsize=3,
+                )  # fmt: skip
+                continue
+            ax.plot(x, mean, marker="o", ms=3.5, color=colour, label=structure)
+            ax.fill_between(x, low, high, color=colour, alpha=0.15, linewidth=0)
+        _dense_lines(ax, dense)
+        _log_x(ax, part["density"])
+        ax.set_xlabel("density")
+        ax.set_ylabel(metric)
+        ax.set_title(f"growth: {growth}")
+        ax.grid(True, alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    return fig
+
+
+def criteria_per_structure(
+    dst: pd.DataFrame, static: pd.DataFrame, dense: pd.DataFrame, title: str, metric: str
+) -> Figure:
+    """A panel per structure, a line per pruning criterion (mean ± std over seeds), the
+    structure's static sparse network dotted, dense dashed."""
+    structures = sorted(dst["structure"].unique(), key=lambda s: (s != "unstructured", s))
+    colours = _colours(list(dst["criterion"].unique()))
+    fig, axes = _grid(len(structures))
+    for ax, structure in zip(axes, structures, strict=True):
+        part = dst[dst["structure"] == structure]
+        for criterion, rows in part.groupby("criterion", sort=False):
+            rows = rows.sort_values("density")
+            _line(ax, rows.density, rows["mean"], rows["std"], criterion, colours[criterion])
+        fixed = static[static["structure"] == structure].sort_values("density")
+        if not fixed.empty:
+            _line(
+                ax, fixed.density, fixed["mean"], fixed["std"], "static", _BASELINE_COLOUR, ls=":"
+            )
+        _dense_lines(ax, dense)
+        _log_x(ax, pd.concat([part["density"], fixed["density"]]))
+        ax.set_xlabel("density")
+        ax.set_ylabel(metric)
+        ax.set_title(f"structure: {structure}")
+        ax.grid(True, alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    return fig
+
+
 def mean_rank_bars(tests: list) -> Figure:
     """Mean rank (lower is better) of each criterion in each density band."""
     fig, axes = _grid(len(tests), max_cols=3, size=(4.2, 3.0))

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from dstlab.analysis import sections_accuracy, sections_options, sections_topology
+from dstlab.analysis import (
+    sections_accuracy,
+    sections_options,
+    sections_structure,
+    sections_topology,
+)
 from dstlab.analysis.context import Context
 from dstlab.analysis.html import Section, render
 from dstlab.analysis.metrics import DEFAULT_METRIC, describe_metric
@@ -40,6 +45,7 @@ def write_report(
         sections_accuracy.overview(ctx),
         sections_accuracy.accuracy(ctx),
         sections_accuracy.rankings(ctx),
+        sections_structure.structure(ctx),
         sections_topology.similarity(ctx, obs),
         sections_options.update_period(ctx),
         sections_options.other_factors(ctx),

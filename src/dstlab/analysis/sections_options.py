@@ -60,7 +60,8 @@ def other_factors(ctx: Context) -> Section | None:
     """Every other option the study varies: curves for numbers, a table for names (no section
     at all when the study varies nothing else)."""
     sec = Section("other-options", "Other varied options")
-    others = [f for f in ctx.res.factors if f != "update_every"]
+    # the update period and the structure have sections of their own
+    others = [f for f in ctx.res.factors if f not in ("update_every", "structure")]
     if not others:
         return None
     dst = ctx.summary[~ctx.summary["criterion"].isin(BASELINES)]

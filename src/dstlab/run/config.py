@@ -27,6 +27,7 @@ from typing import Any
 from dstlab.errors import ConfigError
 from dstlab.registry import check_one_of, did_you_mean
 from dstlab.topology.checks import check_flag, check_number, shown
+from dstlab.topology.structure_spec import parse_structure
 
 MODES = ("dense", "static", "dst")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -169,6 +170,19 @@ class RunConfig:
         "topology",
         "comma-separated fractions: criteria similarity on the initial network",
         observer=True,
+    )
+    structure: str = _option(
+        "unstructured",
+        "topology",
+        "which weights may be active together: unstructured, n:m (e.g. 2:4), fan_in, "
+        "block:RxC (e.g. block:4x4) or channel",
+        dst=True,
+    )
+    ablate_below: int = _option(
+        0,
+        "update",
+        "fan_in: switch off rows with fewer salient weights than this at an update (0: never)",
+        dst=True,
     )
     backend: str = _option(
         "masked",
@@ -450,3 +464,18 @@ def _validate(c: RunConfig) -> None:
         check_number("threads", c.threads, 1, whole=True)
     check_number("checkpoint_seconds", c.checkpoint_seconds, 0)
     check_number("nproc", c.nproc, 1, whole=True)
+    _validate_structure(c)
+
+
+def _validate_structure(c: RunConfig) -> None:
+    structure = parse_structure(c.structure)
+    if c.mode != "dense":
+        structure.check_density(c.density)
+    structure.check_backend(c.backend)
+    check_number("ablate_below", c.ablate_below, 0, whole=True)
+    if c.ablate_below and structure.kind != "fan_in":
+        raise ConfigError(
+            f"ablate_below switches off rows of a fan_in structure only; structure is "
+            f"'{c.structure}'."
+        )
+

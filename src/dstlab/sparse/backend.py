@@ -205,11 +205,13 @@ class SparseTarget:
         picked = grower.select_sparse(kept, self.numel, n, generator)
         if picked is None:
             picked = grower.select_streamed(
-                self._blocks(gradient, momentum), kept, self.numel, n, generator
+                self.row_blocks(gradient, momentum), kept, self.numel, n, generator
             )
         return picked
 
-    def _blocks(self, gradient: SparseGradient | None, momentum: torch.Tensor | None):
+    def row_blocks(self, gradient: SparseGradient | None, momentum: torch.Tensor | None):
+        """``(offset, weight, grad, momentum)`` a block of dense rows at a time (growth
+        criteria, and structures choosing row by row, score one block, then the next)."""
         n_out, n_in = self.shape
         step = rows_per_block(self.layer, self.block_bytes)
         for r0 in range(0, n_out, step):

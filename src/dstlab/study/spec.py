@@ -10,7 +10,9 @@ the README): ``mode: dense`` resets every topology option (RunConfig's groups ``
 to its default and density to 1.0; ``mode: static`` resets every option of the topology
 *updates* (group ``update``: criteria, update period, drop fraction and its decay, selection,
 shadow criteria); ``gamma`` is reset unless ``mest`` is the
-pruning or a shadow criterion; ``global_normalize`` is reset unless ``selection: global``.
+pruning or a shadow criterion; ``global_normalize`` is reset unless ``selection: global``;
+``distribution`` and ``erk_power`` are reset under an ``n:m`` structure (it fixes every sparse
+layer at n/m, DESIGN §11).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import yaml
 from dstlab.errors import ConfigError
 from dstlab.registry import did_you_mean
 from dstlab.run.config import SPARSE_OPTIONS, UPDATE_OPTIONS, RunConfig
+from dstlab.topology.structure_spec import parse_structure
 
 SPEC_KEYS = ("name", "description", "base", "grid", "grids")
 RUN_KEYS = tuple(f.name for f in fields(RunConfig))
@@ -72,6 +75,9 @@ def normalise(config: RunConfig) -> RunConfig:
         more["gamma"] = _DEFAULTS.gamma
     if merged.selection != "global":
         more["global_normalize"] = _DEFAULTS.global_normalize
+    if parse_structure(merged.structure).fixed_density is not None:
+        more["distribution"] = _DEFAULTS.distribution
+        more["erk_power"] = _DEFAULTS.erk_power
     return dataclasses.replace(merged, **more)
 
 

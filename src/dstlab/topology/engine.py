@@ -23,11 +23,11 @@ from dstlab.topology.criteria import (
     pruner_options,
     require_finite,
 )
-from dstlab.topology.distributions import layer_densities
 from dstlab.topology.masks import optimizer_parameters, sparsifiable_parameters
 from dstlab.topology.observers import TopologyTracker, similarity_matrix
-from dstlab.topology.schedules import DropFraction, UpdateSchedule, count_to_replace
+from dstlab.topology.schedules import DropFraction, UpdateSchedule
 from dstlab.topology.selection import lowest_k, random_subset
+from dstlab.topology.structures import get_structure
 from dstlab.topology.validation import check_compared_fraction, check_dst_options
 
 # optimizers that keep a weight exactly 0 when its gradient, value and state are 0, so masking the
@@ -65,6 +65,10 @@ class DST:
     values is checked before anything is built, by
     :func:`~dstlab.topology.validation.check_dst_options`, which a run's config calls too: a
     bad value is one sentence, the same from either.
+
+    ``structure`` constrains which weights may be active (DESIGN §11): ``"unstructured"``,
+    ``"n:m"`` (e.g. ``"2:4"``), ``"fan_in"`` (with ``ablate_below=k`` to switch off rows with
+    fewer than k salient weights), ``"block:RxC"`` or ``"channel"``.
     """
 
     def __init__(
@@ -97,6 +101,8 @@ class DST:
         backend_options: Mapping[str, Any] | None = None,
         static: bool = False,
         grad_scaler: torch.amp.GradScaler | None = None,
+        structure: str = "unstructured",
+        ablate_below: int = 0,
     ):
         check_dst_options(
             density=density,
@@ -143,6 +149,15 @@ class DST:
         self.shadow_pruners = {name: self._pruner(name) for name in shadow_criteria}
 
         native = native_sparse_layers(model)
+        self.structure = get_structure(structure, ablate_below)
+        self.structure.check_options(
+            selection=selection,
+            backend=backend,
+            score_smoothing=score_smoothing,
+            pruners=[self.pruner, *self.shadow_pruners.values()],
+            grower=self.grower,
+            native_layers=list(native),
+        )
         params, dense = sparsifiable_parameters(model, dense_layers, allow_none=bool(native))
         held = optimizer_parameters(optimizer)
         missing = [n for n in params if n not in dense and id(params[n]) not in held]
@@ -155,7 +170,7 @@ class DST:
         self.dense_layers = dense
         shapes = {n: tuple(p.shape) for n, p in params.items()}
         self.layer_density = (
-            layer_densities(shapes, density, distribution, power=erk_power, dense=dense)
+            self.structure.densities(shapes, density, distribution, power=erk_power, dense=dense)
             if set(shapes) - set(dense)
             else dict.fromkeys(shapes, 1.0)  # only layers built sparse (and dense ones)
         )
@@ -320,7 +335,7 @@ class DST:
         pruners = {name: self._pruner(name) for name in criteria}
         grads = self._current_grads()
         active = self._positions()
-        counts = {n: count_to_replace(fraction, flat.numel()) for n, flat in active.items()}
+        counts = self._counts(fraction, active)
         removed = {
             name: self._prune_sets(p, active, grads, counts, self.shadow_generator, smoothed=False)
             for name, p in pruners.items()
@@ -396,6 +411,9 @@ class DST:
         if param.device.type == "meta":
             # a model without storage (built to check options and shapes): nothing to draw
             return torch.empty(param.shape, dtype=torch.bool, device="meta")
+        if not self.structure.unstructured:
+            mask = self.structure.initial_mask(tuple(param.shape), density, self.generator)
+            return mask.to(param.device)
         k = round(density * param.numel())
         every = torch.ones(param.numel(), dtype=torch.bool)
         mask = torch.zeros(param.numel(), dtype=torch.bool)
@@ -412,22 +430,40 @@ class DST:
         """{layer: its gradient as criteria read it (``.active(flat)``, ``.dense()``) or None}."""
         return {t.name: t.gradient(copy) for t in self.targets}
 
+    def _counts(self, fraction: float, active: dict[str, torch.Tensor]) -> dict[str, int]:
+        """{layer: how many weights (whole groups, for such structures) an update replaces}."""
+        return {
+            t.name: self.structure.replace_count(fraction, active[t.name].numel(), t.shape)
+            for t in self.targets
+        }
+
     def _update(self, t: int, grads: dict[str, Any]) -> dict[str, Any]:
         fraction = self.drop.at(t)
         active = self._positions()
-        counts = {n: count_to_replace(fraction, flat.numel()) for n, flat in active.items()}
+        counts = self._counts(fraction, active)
         # decide everything first, so a failure (non-finite scores) leaves the masks untouched
         removed = self._prune_sets(self.pruner, active, grads, counts, self.generator, True)
-        kept, grown = {}, {}
+        # a structure breaks growth ties by a salt of this update (DESIGN §11)
+        salt = None if self.structure.unstructured else self.structure.draw_salt(self.generator)
+        grown = {}
         for target in self.targets:
             gone = removed[target.name]
-            kept[target.name] = active[target.name][~gone]
-            n = int(torch.count_nonzero(gone))
             momentum = self._grad_momentum.get(target.name) if self._keeps_momentum else None
             try:
-                chosen = target.grow(
-                    self.grower, kept[target.name], n, self.generator, grads[target.name], momentum
-                )
+                if salt is None:
+                    chosen = target.grow(
+                        self.grower,
+                        active[target.name][~gone],
+                        int(torch.count_nonzero(gone)),
+                        self.generator,
+                        grads[target.name],
+                        momentum,
+                    )
+                else:  # the structure may also remove more (rows it switches off)
+                    removed[target.name], chosen = self.structure.regrow(
+                        target, self.pruner, self.grower, active[target.name], gone,
+                        grads[target.name], momentum, self.generator, salt,
+                    )  # fmt: skip
             except NonFiniteScoreError as error:
                 raise _in_layer(error, target.name, t) from None
             # sorted once here: applying them merges them into the kept ones, ITOP into its set
@@ -475,6 +511,11 @@ class DST:
             for target in self.targets:
                 flat, grad = active[target.name], grads[target.name]
                 try:
+                    if self.structure.whole_groups:  # DESIGN §11: whole groups by summed scores
+                        out[target.name] = self.structure.prune_layer(
+                            pruner, target, flat, grad, counts[target.name], generator
+                        )
+                        continue
                     if pruner.dense_only:  # written for dense tensors only: give it them
                         chosen = pruner.select(
                             target.weight(),

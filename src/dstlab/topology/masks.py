@@ -121,6 +121,18 @@ class MaskedTarget:
         chosen = grower.select(self.weight(), grad, mask.view(self.shape), n, generator, momentum)
         return chosen.reshape(-1).nonzero().squeeze(1)
 
+    def row_blocks(self, gradient, momentum):
+        """``(offset, weight, grad, momentum)`` of the whole layer as one block of rows (the
+        matrix view: outputs by inputs), as a sparse target yields them a block at a time."""
+        rows = self.shape[0]
+        grad = None if gradient is None else gradient.dense().reshape(rows, -1)
+        yield (
+            0,
+            self.weight().reshape(rows, -1),
+            grad,
+            None if momentum is None else momentum.reshape(rows, -1),
+        )
+
     def apply_positions(
         self, active: torch.Tensor, removed: torch.Tensor, grown: torch.Tensor, optimizer
     ) -> torch.Tensor:
