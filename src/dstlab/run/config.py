@@ -478,4 +478,3 @@ def _validate_structure(c: RunConfig) -> None:
             f"ablate_below switches off rows of a fan_in structure only; structure is "
             f"'{c.structure}'."
         )
-
