@@ -65,23 +65,31 @@ def test_normalisation_resets_exactly_the_sparse_and_the_update_groups():
         drop_fraction=0.3, drop_fraction_min=0.01, decay="linear", selection="global",
         global_normalize="layer_sum", gamma=2.0, score_smoothing=0.5, update_position="after",
         shadow_criteria=("magnitude",), start_similarity=(0.5,), backend="sparse", epochs=3,
-        structure="fan_in", ablate_below=2,
+        structure="fan_in",
     )  # fmt: skip
-    assert {f.name for f in FIELDS if getattr(changed, f.name) != getattr(RunConfig(), f.name)} == {
-        *cfg.SPARSE_OPTIONS,
-        "epochs",
-    }, "the config above must change every sparse option (add the new one)"
+    # row ablation weighs rows within a layer, so it needs local selection: a second config
+    ablating = changed.replace(selection="local", global_normalize=None, ablate_below=2)
     default = RunConfig()
-    for mode, reset in (("dense", cfg.SPARSE_OPTIONS), ("static", cfg.UPDATE_OPTIONS)):
-        # a dense run cannot even ask for start_similarity (it has no masks)
-        extra = {"start_similarity": ()} if mode == "dense" else {}
-        out = normalise(changed.replace(mode=mode, **extra))
-        kept = {f.name for f in FIELDS if getattr(out, f.name) == getattr(changed, f.name)}
-        assert out.epochs == 3
-        for name in reset:
-            expected = 1.0 if (mode, name) == ("dense", "density") else getattr(default, name)
-            assert getattr(out, name) == expected, (mode, name)
-        assert set(cfg.SPARSE_OPTIONS) - set(reset) <= kept
+    differs = {
+        f.name
+        for config in (changed, ablating)
+        for f in FIELDS
+        if getattr(config, f.name) != getattr(default, f.name)
+    }
+    assert differs == {*cfg.SPARSE_OPTIONS, "epochs"}, (
+        "the configs above must change every sparse option (add the new one)"
+    )
+    for config in (changed, ablating):
+        for mode, reset in (("dense", cfg.SPARSE_OPTIONS), ("static", cfg.UPDATE_OPTIONS)):
+            # a dense run cannot even ask for start_similarity (it has no masks)
+            extra = {"start_similarity": ()} if mode == "dense" else {}
+            out = normalise(config.replace(mode=mode, **extra))
+            kept = {f.name for f in FIELDS if getattr(out, f.name) == getattr(config, f.name)}
+            assert out.epochs == 3
+            for name in reset:
+                expected = 1.0 if (mode, name) == ("dense", "density") else getattr(default, name)
+                assert getattr(out, name) == expected, (mode, name)
+            assert set(cfg.SPARSE_OPTIONS) - set(reset) <= kept
 
 
 def test_the_cli_help_of_each_option_is_its_metadata_plus_its_choices():

@@ -152,6 +152,19 @@ BAD = [
     ),
     Bad({"log": ("wandbb",)}, "each of log must be one of "),
     Bad({"nproc": 0}, "nproc must be a whole number in [1, inf), got 0."),
+    Bad({"structure": "blok"}, "structure must be unstructured, n:m (such as 2:4), fan_in, "),
+    Bad({"structure": "3:2"}, "structure '3:2' must keep n of every m weights with 0 < n < m"),
+    Bad({"structure": "2:4"}, "structure '2:4' keeps 2 of every 4 weights, so every sparse "),
+    Bad(
+        {"structure": "block:4x4", "selection": "global"},
+        "structure 'block:4x4' replaces whole groups layer by layer, so it needs "
+        "selection='local'.",
+    ),
+    Bad({"ablate_below": -1}, "ablate_below must be a whole number in [0, inf), got -1."),
+    Bad(
+        {"ablate_below": 2},
+        "ablate_below switches off rows of a fan_in structure only; structure is 'unstructured'.",
+    ),
     Bad({"compile": "yes"}, "compile must be true or false, got 'yes'.", cli=False),
 ]
 _IDS = [",".join(f"{k}={v}" for k, v in bad.values.items()) for bad in BAD]

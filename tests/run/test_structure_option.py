@@ -21,10 +21,13 @@ pytestmark = pytest.mark.usefixtures("quiet_threads")
     ("values", "needle"),
     [
         ({"structure": "2:4", "density": 0.3}, "set density=0.5"),
-        ({"structure": "2of4"}, "structure must be unstructured, n:m (e.g. 2:4)"),
+        ({"structure": "2of4"}, "structure must be unstructured, n:m (such as 2:4)"),
         ({"structure": "block:4x4", "backend": "sparse"}, "use backend='masked'"),
         ({"structure": "channel", "ablate_below": 3}, "fan_in structure only"),
-        ({"structure": "fan_in", "ablate_below": -2}, "ablate_below must be 0 or more"),
+        (
+            {"structure": "fan_in", "ablate_below": -2},
+            "ablate_below must be a whole number in [0, inf), got",
+        ),
     ],
 )
 def test_a_structure_the_run_cannot_have_is_one_sentence(values, needle):

@@ -384,7 +384,7 @@ class _Unscored(Grower):
         ({"structure": "block:4x4", "score_smoothing": 0.9}, "leave score_smoothing unset"),
         ({"structure": "fan_in", "ablate_below": 2, "selection": "global"}, "selection='local'"),
         ({"structure": "channel", "ablate_below": 2}, "fan_in structure only"),
-        ({"structure": "fan_in", "ablate_below": -1}, "whole number >= 0"),
+        ({"structure": "fan_in", "ablate_below": -1}, "whole number in [0, inf)"),
         ({"structure": "4:2"}, "0 < n < m"),
         ({"structure": "blocks:4x4"}, "structure must be unstructured, n:m"),
         ({"structure": "fan_in", "prune": _DenseOnly()}, "overrides only its dense select()"),

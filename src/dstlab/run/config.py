@@ -468,13 +468,7 @@ def _validate(c: RunConfig) -> None:
 
 
 def _validate_structure(c: RunConfig) -> None:
-    structure = parse_structure(c.structure)
+    """The density a structure can have, for a run that has masks (the engine's options checked
+    the rest of the structure)."""
     if c.mode != "dense":
-        structure.check_density(c.density)
-    structure.check_backend(c.backend)
-    check_number("ablate_below", c.ablate_below, 0, whole=True)
-    if c.ablate_below and structure.kind != "fan_in":
-        raise ConfigError(
-            f"ablate_below switches off rows of a fan_in structure only; structure is "
-            f"'{c.structure}'."
-        )
+        parse_structure(c.structure).check_density(c.density)

@@ -125,6 +125,8 @@ class DST:
             update_position=update_position,
             shadow_criteria=shadow_criteria,
             backend=backend,
+            structure=structure,
+            ablate_below=ablate_below,
             total_steps=total_steps,
         )
         self.model, self.optimizer = model, optimizer

@@ -17,7 +17,7 @@ SPARSE_BACKEND_KINDS = ("unstructured", "fan_in")
 
 _N_OF_M = re.compile(r"^(\d+):(\d+)$")
 _BLOCK = re.compile(r"^block:(\d+)x(\d+)$")
-_HOW = "unstructured, n:m (e.g. 2:4), fan_in, block:RxC (e.g. block:4x4) or channel"
+_HOW = "unstructured, n:m (such as 2:4), fan_in, block:RxC (such as block:4x4) or channel"
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def parse_structure(text: object) -> StructureSpec:
         n, m = int(found[1]), int(found[2])
         if not 0 < n < m:
             raise ConfigError(
-                f"structure '{word}' must keep n of every m weights with 0 < n < m, e.g. 2:4."
+                f"structure '{word}' must keep n of every m weights with 0 < n < m, such as 2:4."
             )
         return StructureSpec("n:m", word, n=n, m=m)
     found = _BLOCK.match(word)

@@ -23,6 +23,7 @@ import torch
 
 from dstlab.errors import ConfigError
 from dstlab.registry import check_one_of
+from dstlab.topology.checks import check_number
 from dstlab.topology.criteria import Grower, Pruner, RandomGrower, require_finite
 from dstlab.topology.distributions import DISTRIBUTIONS, layer_densities
 from dstlab.topology.group_selection import draw_salt, grow_in_groups
@@ -408,8 +409,7 @@ def get_structure(structure: str, ablate_below: int = 0) -> Structure:
     """The structure called ``structure`` (e.g. ``"2:4"``), for one engine (it remembers each
     layer's budget). ``ablate_below`` applies to ``fan_in`` only."""
     spec = parse_structure(structure)
-    if isinstance(ablate_below, bool) or not isinstance(ablate_below, int) or ablate_below < 0:
-        raise ConfigError(f"ablate_below must be a whole number >= 0, got {ablate_below!r}.")
+    check_number("ablate_below", ablate_below, 0, whole=True)
     if ablate_below and spec.kind != "fan_in":
         raise ConfigError(
             f"ablate_below switches off rows of a fan_in structure only; structure is "

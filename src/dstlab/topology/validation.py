@@ -20,6 +20,8 @@ from dstlab.topology.criteria import (
     Grower,
     Pruner,
     check_gamma,
+    get_grower,
+    get_pruner,
     list_growers,
     list_pruners,
     pruner_has_score,
@@ -31,6 +33,7 @@ from dstlab.topology.schedules import (
     check_update_every,
     check_update_window,
 )
+from dstlab.topology.structures import get_structure
 
 SELECTIONS = ("local", "global")
 NORMALIZATIONS = (None, "layer_sum", "layer_max", "row_sum", "row_max", "column_sum", "column_max")
@@ -61,6 +64,8 @@ def check_dst_options(
     update_position: Any,
     shadow_criteria: Any,
     backend: Any,
+    structure: Any,
+    ablate_below: Any,
     total_steps: Any = None,
 ) -> None:
     """ConfigError in one sentence naming the first option (in ``DST``'s order) whose value is
@@ -91,6 +96,8 @@ def check_dst_options(
         check_one_of("each of shadow_criteria", name, list_pruners())
     check_one_of("backend", backend, backend_names())
     _check_scores(prune, shadow_criteria, selection, score_smoothing)
+    _check_structure(structure, ablate_below, prune, grow, shadow_criteria, selection, backend,
+                     score_smoothing)  # fmt: skip
 
 
 def check_seed(seed: Any) -> None:
@@ -125,6 +132,31 @@ def _check_scores(
                 )
     if score_smoothing is not None and not pruner_has_score(prune):
         raise ConfigError(f"pruning criterion '{_name(prune)}' has no score to smooth.")
+
+
+def _check_structure(
+    structure: Any,
+    ablate_below: Any,
+    prune: str | Pruner,
+    grow: str | Grower,
+    shadow_criteria: Iterable[str],
+    selection: str,
+    backend: str,
+    score_smoothing: float | None,
+) -> None:
+    """What a structure refuses without seeing the model (DESIGN §11): its spelling,
+    ``ablate_below``, and the backend, selection, smoothing and criteria it cannot honour. Its
+    density and layer shapes are checked where they are known (the engine, a run's mode)."""
+    check_number("ablate_below", ablate_below, 0, whole=True)
+    pruners = [p if isinstance(p, Pruner) else get_pruner(p) for p in (prune, *shadow_criteria)]
+    get_structure(structure, ablate_below).check_options(
+        selection=selection,
+        backend=backend,
+        score_smoothing=score_smoothing,
+        pruners=pruners,
+        grower=grow if isinstance(grow, Grower) else get_grower(grow),
+        native_layers=[],
+    )
 
 
 def _name(criterion: str | Pruner) -> str:
