@@ -1,11 +1,13 @@
 """The slurm executor against a real one-node Slurm (scripts/local_slurm.sh, started once per
 session and stopped by PID): a tiny digits study end to end, a SIGKILLed driver, a requeued and
-a cancelled job. If Slurm cannot be started these tests fail with the reason."""
+a cancelled job, a job warned by USR2. If Slurm cannot be started these tests fail with the
+reason; a test that fails prints the tails of the cluster's and its jobs' logs."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -19,8 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from dstlab.run.files import load_checkpoint, read_metrics
 from dstlab.study import read_results
 from dstlab.study.slurm_executor import ATTEMPTS_FILE
+
+from ..run.conftest import assert_same_state, final_state
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -34,15 +39,23 @@ grids:
   - {{mode: [dst], prune: [magnitude, snip], density: [0.1]}}
   - {{mode: [static], density: [0.1]}}
 """
-# a job is requeued / cancelled once its checkpoint holds STARTED epochs (setting up takes most
-# of a tiny run; an epoch of digits takes 0.1-0.4 s at batch size 32), leaving it seconds of
-# work: more than Slurm's KillWait, so it cannot finish in the grace period
-EPOCHS, STARTED = 100, 10
+# a job is requeued / cancelled once its checkpoint holds STARTED epochs of EPOCHS
+EPOCHS, STARTED = 30, 3
+SMALL_BATCH = BASE.replace("batch_size: 64", "batch_size: 32")
 LONGER = f"""\
 name: longer
-{BASE.replace("batch_size: 64", "batch_size: 32")}epochs: {EPOCHS}}}
+{SMALL_BATCH}epochs: {EPOCHS}}}
 grids:
   - {{mode: [dst], prune: [magnitude, snip], density: [0.1]}}
+"""
+# USR2 comes once the first epoch is saved, with 29 left (well over a second even on a fast
+# machine, against the milliseconds it takes to arrive); timed checkpoints are off, so only
+# the signal can make the run save mid-epoch
+WARNED = f"""\
+name: warned
+{SMALL_BATCH}epochs: {EPOCHS}, checkpoint_seconds: 1.0e+9, dropout: 0.1}}
+grids:
+  - {{mode: [dst], prune: [magnitude], density: [0.1]}}
 """
 SLURM = ("--executor", "slurm", "--max-jobs", "2", "--cpus-per-run", "1", "--time", "10")
 
@@ -77,6 +90,34 @@ def slurm_env() -> Iterator[dict[str, str]]:
     finally:  # kills exactly the PIDs start recorded, whatever happened above
         subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def slurm(slurm_env, request, tmp_path) -> Iterator[dict[str, str]]:
+    """The cluster's environment; if the test fails, the tails of the daemons' logs and of its
+    jobs' logs go to its report (where a failure on a fresh CI machine can be read)."""
+    yield slurm_env
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.failed:
+        return
+    logs = Path(slurm_env["DSTLAB_SLURM_DIR"]) / "log"
+    for path in [logs / "slurmctld.log", logs / "slurmd.log", *sorted(tmp_path.rglob("*_log.*"))]:
+        try:
+            lines = path.read_text(errors="replace").splitlines()[-40:]
+        except OSError:
+            continue
+        print(f"---- {path} (last {len(lines)} lines)", *lines, sep="\n")
+
+
+def _slurm_command(env: dict[str, str], *args: str) -> None:
+    subprocess.run(args, env=env, check=True, capture_output=True, timeout=60)
+
+
+def _wait_for_state(env: dict[str, str], job_ids: list[str], state: str) -> None:
+    deadline = time.monotonic() + 60
+    while {_state(env, j) for j in job_ids} != {state}:
+        assert time.monotonic() < deadline, f"jobs {job_ids} never became {state}"
+        time.sleep(0.1)
 
 
 def _dstlab(env: dict[str, str], *args: str) -> subprocess.Popen:
@@ -121,6 +162,14 @@ def _attempts(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / ATTEMPTS_FILE).open()]
 
 
+def _saved_position(run_dir: Path) -> dict | None:
+    """The position of the run's checkpoint (None before the first one is whole on disk)."""
+    try:
+        return load_checkpoint(run_dir / "checkpoint.pt")["position"]
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return None
+
+
 def _epochs(run_dir: Path) -> int:
     """Epochs in the run's metrics file (written with each checkpoint)."""
     try:
@@ -145,13 +194,13 @@ def _spec(tmp_path: Path, text: str) -> str:
 COMPARED = ["test_acc", "best_val_acc", "final_train_loss", "final_density", "steps"]
 
 
-def test_a_study_through_slurm_survives_kill_9_of_its_driver_and_equals_local(slurm_env, tmp_path):
+def test_a_study_through_slurm_survives_kill_9_of_its_driver_and_equals_local(slurm, tmp_path):
     spec = _spec(tmp_path, SPEC)
     out = tmp_path / "slurm"
     run = ("study", "run", spec, "--out", str(out), *SLURM, "--no-progress")
-    driver = _dstlab(slurm_env, *run)
+    driver = _dstlab(slurm, *run)
     local = _dstlab(
-        slurm_env, "study", "run", spec, "--out", str(tmp_path / "local"), "--workers", "1",
+        slurm, "study", "run", spec, "--out", str(tmp_path / "local"), "--workers", "1",
         "--threads", "1", "--no-progress",
     )  # fmt: skip
     deadline = time.monotonic() + 90
@@ -162,7 +211,7 @@ def test_a_study_through_slurm_survives_kill_9_of_its_driver_and_equals_local(sl
     driver.wait()
     first = _jobs(out)
 
-    (code, text), (local_code, local_text) = _finish(_dstlab(slurm_env, *run)), _finish(local)
+    (code, text), (local_code, local_text) = _finish(_dstlab(slurm, *run)), _finish(local)
     assert code == 0 and local_code == 0, text + local_text
     frame = read_results(out).set_index("run_id").sort_index()
     expected = read_results(tmp_path / "local").set_index("run_id").sort_index()
@@ -174,53 +223,114 @@ def test_a_study_through_slurm_survives_kill_9_of_its_driver_and_equals_local(sl
     jobs = _jobs(out)
     assert {r: jobs[r] for r in first} == first
     assert sorted(jobs) == sorted(frame.index) and len(set(jobs.values())) == 3
-    assert len(_study_jobs(slurm_env, out)) == 3
+    assert len(_study_jobs(slurm, out)) == 3
     for run_id, run_dir in frame["run_dir"].items():
         (attempt,) = _attempts(run_dir)
         assert attempt["resumed"] is False
         assert jobs[run_id].split("_")[0] == attempt["job"]
 
-    code, text = _finish(_dstlab(slurm_env, "study", "status", str(out)))
+    code, text = _finish(_dstlab(slurm, "study", "status", str(out)))
     assert code == 0
     for run_id, job_id in jobs.items():
         assert f"{run_id} job {job_id} COMPLETED run done" in " ".join(text.split())
 
 
-def test_a_requeued_job_resumes_and_a_cancelled_one_is_finished_by_a_rerun(slurm_env, tmp_path):
+def test_a_requeued_job_resumes_and_a_cancelled_one_is_finished_by_a_rerun(slurm, tmp_path):
+    """Both jobs are frozen (``scontrol suspend``) before the requeue and the cancel, so Slurm
+    ends them at once. A running job would get SIGTERM and KillWait seconds before SIGKILL;
+    submitit ignores SIGTERM, so its run trains on meanwhile, and on a fast machine it could
+    finish the run in them (the requeued start then found it done: the CI failure of issue
+    18)."""
     spec = _spec(tmp_path, LONGER)
     out = tmp_path / "study"
     run = ("study", "run", spec, "--out", str(out), *SLURM, "--no-progress")
-    driver = _dstlab(slurm_env, *run)
+    driver = _dstlab(slurm, *run)
     deadline = time.monotonic() + 120
     while True:  # both jobs running, each with a checkpoint STARTED epochs in
         assert driver.poll() is None and time.monotonic() < deadline, "jobs never got going"
         jobs = _jobs(out)
         if len(jobs) == 2 and all(_epochs(out / "runs" / r) >= STARTED for r in jobs):
-            assert {_state(slurm_env, j) for j in jobs.values()} == {"RUNNING"}
+            assert {_state(slurm, j) for j in jobs.values()} == {"RUNNING"}
             break
         time.sleep(0.2)
     requeued, cancelled = sorted(jobs)
-    for command in (["scontrol", "requeue", jobs[requeued]], ["scancel", jobs[cancelled]]):
-        subprocess.run(command, env=slurm_env, check=True, capture_output=True)
+    for job_id in jobs.values():
+        _slurm_command(slurm, "scontrol", "suspend", job_id)
+    _wait_for_state(slurm, list(jobs.values()), "SUSPENDED")
+    frozen = _epochs(out / "runs" / requeued)
+    # Slurm puts a suspended job it requeues on an administrator's hold
+    _slurm_command(slurm, "scontrol", "requeue", jobs[requeued])
+    _slurm_command(slurm, "scontrol", "release", jobs[requeued])
+    _slurm_command(slurm, "scancel", jobs[cancelled])
 
     code, text = _finish(driver)
     assert code == 1, text  # a run not finished is reported
     frame = read_results(out).set_index("run_id")
     assert frame.loc[requeued, "status"] == "done" and frame.loc[requeued, "epochs_run"] == EPOCHS
     first, second = _attempts(out / "runs" / requeued)
-    assert first["resumed"] is False and second["resumed"] is True and second["restart"] == 1
+    assert first["resumed"] is False and first["restart"] == 0
+    # the requeued start trained the rest of the run from the frozen one's checkpoint
+    assert second["resumed"] is True and second["restart"] == 1 and second["finished"] is False
+    assert STARTED <= frozen < EPOCHS
     assert frame.loc[cancelled, "status"] == "failed"
     assert frame.loc[cancelled, "error"].startswith("SlurmInterrupted: Slurm job")
-    code, status = _finish(_dstlab(slurm_env, "study", "status", str(out)))
+    code, status = _finish(_dstlab(slurm, "study", "status", str(out)))
     assert f"{cancelled} job {jobs[cancelled]} CANCELLED" in " ".join(status.split())
 
-    rerun = _dstlab(slurm_env, *run)
+    rerun = _dstlab(slurm, *run)
     code, text = _finish(rerun)
     assert code == 0, text
     frame = read_results(out).set_index("run_id")
     assert (frame["status"] == "done").all() and (frame["epochs_run"] == EPOCHS).all()
     assert len(_attempts(out / "runs" / requeued)) == 2  # done: not run again
     again = _attempts(out / "runs" / cancelled)
-    assert [a["resumed"] for a in again] == [False, True]
+    assert [(a["resumed"], a["finished"]) for a in again] == [(False, False), (True, False)]
     epochs = [json.loads(line) for line in (out / "runs" / cancelled / "metrics.jsonl").open()]
     assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == list(range(1, EPOCHS + 1))
+
+
+def test_usr2_saves_a_running_job_at_its_step_then_the_requeued_job_resumes_there(slurm, tmp_path):
+    """What Slurm sends ``signal_delay_s`` before a time limit (``scancel --signal=USR2``
+    signals the job's steps as ``sbatch --signal=USR2@30`` does): the run saves at the end of
+    the step it is in, submitit requeues the job, and the next start resumes from that
+    checkpoint and ends bit-for-bit where an uninterrupted run ends."""
+    spec = _spec(tmp_path, WARNED)
+    out = tmp_path / "study"
+    driver = _dstlab(slurm, "study", "run", spec, "--out", str(out), *SLURM, "--no-progress")
+    local = _dstlab(
+        slurm, "study", "run", spec, "--out", str(tmp_path / "local"), "--workers", "1",
+        "--threads", "1", "--no-progress",
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:  # the job is running, its first epoch saved
+        assert driver.poll() is None and time.monotonic() < deadline, "the job never got going"
+        jobs = _jobs(out)
+        before = _saved_position(out / "runs" / next(iter(jobs))) if jobs else None
+        if before is not None and before["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    ((run_id, job_id),) = jobs.items()
+    assert _state(slurm, job_id) == "RUNNING"
+    _slurm_command(slurm, "scancel", "--signal=USR2", job_id)
+
+    (code, text), (local_code, local_text) = _finish(driver), _finish(local)
+    assert code == 0 and local_code == 0, text + local_text
+    run_dir = out / "runs" / run_id
+    first, second = _attempts(run_dir)
+    assert (first["restart"], first["resumed"]) == (0, False)
+    assert (second["restart"], second["resumed"], second["finished"]) == (1, True, False)
+    # the run noted the signal and saved at the step it had reached, past the checkpoint on
+    # disk when the signal was sent; the note (written just before that save) outlived the
+    # resume's cut of metrics.jsonl back to its checkpoint, so the job resumed from that save
+    records = read_metrics(run_dir)
+    signals = [r for r in records if r["kind"] == "signal"]
+    assert len(signals) == 1 and signals[0]["step"] > before["step"]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == list(range(1, EPOCHS + 1))
+
+    expected = tmp_path / "local" / "runs" / run_id
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    again = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(expected)]
+    assert [r for r in strip if r["kind"] != "signal"] == again
+    frame = read_results(out).set_index("run_id")
+    assert frame[COMPARED].equals(read_results(tmp_path / "local").set_index("run_id")[COMPARED])
+    assert_same_state(final_state(expected), final_state(run_dir))

@@ -3,6 +3,8 @@ job's outcome, and which failures a new driver resumes."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dstlab.cli import main
@@ -124,6 +126,35 @@ def test_an_error_raised_while_submitit_requeues_a_preempted_job_is_an_interrupt
     job = SlurmRun(preempted, threads=1)
     assert job(task).error.startswith("SlurmInterrupted: preempted while requeueing")
     assert SlurmRun(broken, threads=1)(task).error.startswith("RuntimeError: a real failure")
+
+
+def test_every_job_start_is_recorded_and_one_that_finds_the_run_finished_only_returns_it(
+    tmp_path, monkeypatch
+):
+    calls = []
+
+    def trains(config, run_dir, resume, progress):
+        calls.append(resume)
+        (run_dir / "checkpoint.pt").write_bytes(b"")
+        result = {"status": "done", "epochs": 1}
+        (run_dir / "result.json").write_text(json.dumps(result))
+        return result
+
+    task = Task("r1", {"epochs": 1}, str(tmp_path / "r1"), False)
+    for name in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)  # in case the tests themselves run under Slurm
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    first = SlurmRun(trains, threads=1)(task)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # requeued after the run had finished
+    again = SlurmRun(trains, threads=1)(task)
+    assert first == again == Outcome("r1", {"status": "done", "epochs": 1}, None)
+    assert calls == [False]
+    lines = (tmp_path / "r1" / slurm_executor.ATTEMPTS_FILE).read_text().splitlines()
+    attempts = [{k: v for k, v in json.loads(line).items() if k != "time"} for line in lines]
+    assert attempts == [
+        {"job": "7", "task": None, "restart": 0, "resumed": False, "finished": False},
+        {"job": "7", "task": None, "restart": 1, "resumed": False, "finished": True},
+    ]
 
 
 def test_runs_go_to_slurm_in_arrays_of_equal_process_counts():

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dstlab.errors import ConfigError, DataError, DstlabError
-from dstlab.run import distributed, files, start_similarity
+from dstlab.run import distributed, files, preemption, start_similarity
 from dstlab.run.config import DST_OPTIONS, RunConfig
 from dstlab.run.distributed import Group
 from dstlab.run.losses import batch_loss
@@ -226,6 +226,7 @@ class _Run:
         self.step = self.epoch = self.batch = 0
         self.metrics: files.MetricsLog | None = None
         self.trackers: Any = None
+        self.notice = preemption.PreemptionNotice()
         if c.threads:
             torch.set_num_threads(c.threads)
         self.device = device
@@ -375,7 +376,10 @@ class _Run:
                     # one device sync per micro-batch serves both the divergence check and the
                     # metrics (float32: exact for the loss and for counts up to 2**24, and MPS
                     # has no float64); several processes add theirs up in the same call
-                    due = last and self.group.main and self._checkpoint_due()
+                    # a USR2 on any process makes every one save (the save gathers streams)
+                    due = last and (
+                        (self.group.main and self._checkpoint_due()) or self.notice.pending
+                    )
                     values = torch.stack((loss.detach().float(), correct.float())).tolist()
                     if plain:
                         values[0] *= len(idx)
@@ -394,6 +398,8 @@ class _Run:
                 return self.step + 1
             self.step += 1
             self.batch += 1
+            if self.group.size == 1:  # no peers to agree with: a USR2 during this step saves now
+                save = save or self.notice.pending
             self.sums[0] += step_loss
             self.sums[1] += step_correct
             self.sums[2] += step_samples
@@ -405,7 +411,7 @@ class _Run:
                     bar, self.epoch + 1, self.sums[0] / self.sums[2], self.sums[1] / self.sums[2]
                 )
             if save and self.batch < self.batches:  # the epoch end saves anyway
-                self._save()
+                self._checkpoint()
         return None
 
     def _global_len(self, i: int) -> int:
@@ -459,7 +465,7 @@ class _Run:
         self.batch = 0
         self.sums = [0.0, 0, 0]
         self._show(bar, self.epoch, record["train_loss"], record["train_acc"])
-        self._save()
+        self._checkpoint()
 
     def _show(self, bar: Any, epoch: int, loss: float, acc: float) -> None:
         """Progress-bar fields: this epoch's running train loss/accuracy, last validation acc."""
@@ -485,15 +491,16 @@ class _Run:
             dynamic_ncols=True,
             leave=False,
         )
+        diverged_step = None
         try:
-            while self.epoch < c.epochs:
-                diverged_step = self._train_epoch(bar)
-                if diverged_step is not None:
-                    return self._finish(diverged_step)
-                self._end_epoch(bar)
+            with self.notice:  # USR2 saves at once while the run trains (run/preemption.py)
+                while self.epoch < c.epochs and diverged_step is None:
+                    diverged_step = self._train_epoch(bar)
+                    if diverged_step is None:
+                        self._end_epoch(bar)
         finally:
             bar.close()
-        return self._finish(None)
+        return self._finish(diverged_step)
 
     def _finish(self, diverged_step: int | None) -> dict[str, Any]:
         test_acc = None if diverged_step else self.accuracy(self.ds.test)
@@ -581,6 +588,17 @@ class _Run:
         _set_rng(self.device, rng)  # dropout of that forward pass
 
     # ---- checkpoints ------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        """Save while training. A USR2 that asked for this save is noted in the metrics first
+        (so the resumed run keeps the note), then handed on (submitit requeues the job)."""
+        signalled = self.notice.pending
+        if signalled:
+            signal = preemption.SIGNAL_NAME
+            self._log({"kind": "signal", "signal": signal, "step": self.step})
+        self._save()
+        if signalled:
+            self.notice.pass_on()
+
     def _save(self) -> None:
         """Rank 0 writes the checkpoint; it holds every rank's random streams."""
         streams = {"global": _get_rng(self.device), "augment": self.aug_gen.get_state()}

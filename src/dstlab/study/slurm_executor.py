@@ -6,9 +6,11 @@ at the same path, and the jobs must be able to import dstlab (sbatch passes the 
 environment, PYTHONPATH included).
 
 A job is never submitted twice for a run: job ids go into the store (see ``slurm_jobs``), and a
-re-run driver adopts a run's job while Slurm still runs it. A job interrupted by Slurm
-(preemption or time limit: USR2, then submitit requeues it; ``scontrol requeue``: the job starts
-over) resumes from the run's own checkpoint, which every attempt looks for on disk."""
+re-run driver adopts a run's job while Slurm still runs it. A job interrupted by Slurm resumes
+from the run's own checkpoint, which every attempt looks for on disk: on USR2 (preemption or
+time limit; submitit asks Slurm to send it ``signal_delay_s`` before the limit) the run saves at
+the end of its current step, then submitit requeues the job; after ``scontrol requeue`` the
+job starts over from the last checkpoint the run wrote."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from dstlab.study.task import Outcome, RunFn, Task, execute, set_threads
 
 SLURM_DIR = "slurm"  # under the study directory: sbatch scripts, logs, submitit's pickles
 ATTEMPTS_FILE = "slurm_attempts.jsonl"  # in each run directory: one line per job start
+SIGNAL_DELAY_S = 30  # Slurm sends USR2 this long before a job's time limit
 _FINAL = ("done", "diverged")
 # seconds a finished job's result may take to appear to the driver (shared-filesystem caches)
 OUTPUT_GRACE = 30.0
@@ -130,9 +133,10 @@ def _load_submitit() -> Any:
 
 
 class SlurmRun:
-    """The callable each job runs. Checkpointable: on USR2 (preemption, time limit) submitit
-    calls ``checkpoint`` and requeues the job. Every start, requeued or not, resumes from the
-    run directory's own checkpoint: ``scontrol requeue`` reruns the original pickle."""
+    """The callable each job runs. Checkpointable: on USR2 (preemption, time limit) the run
+    saves, then submitit calls ``checkpoint`` and requeues the job. Every start, requeued or
+    not, resumes from the run directory's own checkpoint: ``scontrol requeue`` reruns the
+    original pickle."""
 
     def __init__(self, run_fn: RunFn | None, threads: int) -> None:
         self.run_fn = run_fn
@@ -143,18 +147,21 @@ class SlurmRun:
         run_dir = Path(task.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         done = _final_result(run_dir)
-        if done is not None:  # finished in an earlier attempt, killed before it returned
-            return Outcome(task.run_id, done, None)
         resume = (run_dir / "checkpoint.pt").is_file()
         attempt = {
             "job": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID")),
             "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
             "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
-            "resumed": resume,
+            "resumed": resume and done is None,
+            # an earlier attempt finished the run (e.g. in the seconds Slurm allows between
+            # the SIGTERM of a requeue and its SIGKILL): this start only returns its result
+            "finished": done is not None,
             "time": time.time(),
         }
         with open(run_dir / ATTEMPTS_FILE, "a") as f:
             f.write(json.dumps(attempt) + "\n")
+        if done is not None:
+            return Outcome(task.run_id, done, None)
         set_threads(self.threads)
         self.preempted = False
         outcome = execute(replace(task, resume=resume), self.run_fn)
@@ -167,8 +174,9 @@ class SlurmRun:
         return outcome
 
     def checkpoint(self, task: Task) -> Any:
-        """Called by submitit on USR2 (preemption, time limit), inside the run, before it
-        requeues the job. The run loop checkpoints by itself; the next start resumes from it."""
+        """Called by submitit on USR2 (preemption, time limit) before it requeues the job. While
+        the run trains, its loop has taken the signal first and saved at the end of the current
+        step (``dstlab.run.preemption``); the next start resumes from that checkpoint."""
         self.preempted = True
         return _load_submitit().helpers.DelayedSubmission(self, task)
 
@@ -208,7 +216,9 @@ class SlurmExecutor:
         self.poll_every = poll_every
         self._book = slurm_jobs.JobBook(self.study_dir)
         self._executor = submitit.SlurmExecutor(folder=self.folder / "%j", max_num_timeout=3)
-        self._executor.update_parameters(array_parallelism=options.max_jobs, signal_delay_s=30)
+        self._executor.update_parameters(
+            array_parallelism=options.max_jobs, signal_delay_s=SIGNAL_DELAY_S
+        )
         self._options = options
         self._call = SlurmRun(run_fn, options.cpus_per_run)
         self._queue: list[Task] = []
