@@ -136,6 +136,36 @@ def test_no_rank_takes_gloo_threads_into_interpreter_shutdown(two_process_run):
     _assert_gloo_threads_end_before_shutdown(two_process_run.parent / "threads")
 
 
+IN_FLIGHT = """
+import time, torch, torch.distributed as dist
+from dstlab.run.distributed import leave
+dist.init_process_group("gloo")
+import torch.distributed.nn  # as DDP does: the group now outlives destroy_process_group
+if dist.get_rank() == 0:
+    time.sleep(2)  # joins the collective late
+    dist.all_reduce(torch.ones(4))
+else:
+    work = dist.all_reduce(torch.ones(4), async_op=True)
+    work.get_future().then(lambda f: f.value())  # a gloo thread runs this, in Python
+    class Slow:  # draws out the shutdown: without leave() the callback lands inside it
+        def __del__(self):
+            time.sleep(4)
+    slow = Slow()
+leave()
+"""
+
+
+def test_leave_lets_a_collective_in_flight_end_before_shutdown(tmp_path):
+    """The deterministic form of the abort: were rank 1 to destroy the group and exit without
+    waiting for its peer, it would end with SIGABRT and "terminate called without an active
+    exception" (a gloo thread enters Python while the interpreter shuts down)."""
+    (tmp_path / "in_flight.py").write_text(IN_FLIGHT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", str(tmp_path / "in_flight.py")]
+    code, _, stderr = _run([], command=command)
+    assert code == 0 and not ABORT.search(stderr), stderr
+
+
 def test_a_torchrun_script_written_as_the_readme_says_exits_cleanly(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     (script,) = [b for b in blocks if "init_process_group" in b]
