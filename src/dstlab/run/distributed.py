@@ -66,10 +66,11 @@ def join(device: torch.device) -> Group:
 def leave(clean: bool = True) -> None:
     """End this process's part of the job so that it exits cleanly.
 
-    A gloo group runs worker threads (and a transport thread) that may still hold the tensors
-    of the last collective; one that touches Python while the interpreter shuts down aborts the
-    process ("terminate called without an active exception"). So after a clean run: a barrier,
-    so that no rank closes its connections while a peer is still in a collective; then
+    A gloo group runs worker threads (and a transport thread). One that enters Python while the
+    interpreter shuts down, to release the tensors of the last collective or to run a callback
+    of one still in flight, aborts the process ("terminate called without an active
+    exception"). So after a clean run: a barrier, which also waits for every collective issued
+    before it, so that no rank goes on while a peer is still in one; then
     `destroy_process_group`, which frees the group and joins those threads while Python is
     whole, provided nothing else holds it (the caller drops its DDP wrapper first). After an
     error no barrier: a peer may be stuck in another collective, and the launcher ends the job
@@ -82,8 +83,8 @@ def leave(clean: bool = True) -> None:
         return
     if clean:
         dist.barrier()
-    # a dropped wrapper caught in a reference cycle would free the group later, from the garbage
-    # collector, joining the threads with the GIL held; destroy releases it to join them
+    # collect first: a dropped wrapper in a reference cycle would otherwise free the group later,
+    # from the collector, which joins the threads holding the GIL (destroy releases it)
     gc.collect()
     dist.destroy_process_group()
 
