@@ -1,18 +1,26 @@
-"""Data-parallel runs on the CPU: `dstlab train --nproc 2` (torch's elastic launcher, gloo).
+"""Data-parallel runs on the CPU: `dstlab train --nproc 2` (torch's elastic launcher, gloo), and
+a torchrun script of a user's own as the README writes it.
 
 A test stops the job it started, also when it fails: the launcher's process group and each
-rank by its PID (the launcher starts every rank in a session of its own)."""
+rank by its PID (the launcher starts every rank in a session of its own).
+
+Every rank must exit cleanly: no abort at interpreter shutdown ("terminate called without an
+active exception"), which gloo threads still alive at that point can cause. The ranks record
+their threads (faults/sitecustomize.py), and the tests check that gloo's are gone by then.
+`scripts/two_process_exits.py` (run by CI after the tests) repeats the job 20 times."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,6 +33,9 @@ from .conftest import assert_same_state, final_state
 pytestmark = pytest.mark.slow
 
 FAULTS = Path(__file__).parent / "faults"
+README = Path(__file__).resolve().parents[2] / "README.md"
+GLOO_THREADS = {"pt_gloo_runloop", "gloo_tcp_loop"}  # torch's names: gloo's workers, transport
+ABORT = re.compile(r"terminate called|SIGABRT|Signal 6|Fatal Python error|core dumped")
 FLAGS = {
     "data": "digits", "model": "mlp", "density": "0.3", "grow": "gradient", "epochs": "1",
     "batch-size": "32", "update-every": "4", "seed": "2", "threads": "1", "lr": "0.1",
@@ -36,15 +47,25 @@ def _args(flags: dict[str, str]) -> list[str]:
 
 
 class _Job:
-    """`python -m dstlab train ...` in a new session, stopped with its whole process group."""
+    """`python -m dstlab train ...` (or `command`) in a new session, stopped with its whole
+    process group; with `threads`, every rank records its threads into that folder."""
 
-    def __init__(self, args: list[str], fault: str | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        fault: str | None = None,
+        threads: Path | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         env = dict(os.environ)
         if fault:
             env["DSTLAB_TEST_FAULT"] = fault
+        if threads:
+            env["DSTLAB_TEST_THREADS"] = str(threads)
+        if fault or threads:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULTS), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dstlab", "train", *args, "--quiet"],
+            command or [sys.executable, "-m", "dstlab", "train", *args, "--quiet"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -81,8 +102,8 @@ def _children(parent: int) -> list[int]:
     return out
 
 
-def _run(args: list[str], fault: str | None = None) -> tuple[int, str, str]:
-    job = _Job(args, fault)
+def _run(args: list[str], fault: str | None = None, **options: Any) -> tuple[int, str, str]:
+    job = _Job(args, fault, **options)
     try:
         return job.wait()
     except BaseException:
@@ -93,10 +114,71 @@ def _run(args: list[str], fault: str | None = None) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "run"
-    code, stdout, stderr = _run([*_args(FLAGS), "--nproc", "2", "--out", str(out)])
-    assert code == 0, stderr
+    threads = out.parent / "threads"
+    threads.mkdir()
+    code, stdout, stderr = _run([*_args(FLAGS), "--nproc", "2", "--out", str(out)], threads=threads)
+    assert code == 0 and not ABORT.search(stderr), stderr
     assert stdout.count("done:") == 1, stdout  # rank 0 alone reports
     return out
+
+
+def _assert_gloo_threads_end_before_shutdown(threads: Path) -> None:
+    """Each rank ran gloo's threads when it destroyed its group, and none was left when the
+    interpreter began to shut down."""
+    for rank in (0, 1):
+        at_destroy = (threads / f"destroy-{rank}").read_text().split()
+        at_exit = (threads / f"exit-{rank}").read_text().split()
+        assert set(at_destroy) >= GLOO_THREADS, at_destroy  # the names still are gloo's
+        assert not GLOO_THREADS & set(at_exit), f"rank {rank} exits with threads {at_exit}"
+
+
+def test_no_rank_takes_gloo_threads_into_interpreter_shutdown(two_process_run):
+    _assert_gloo_threads_end_before_shutdown(two_process_run.parent / "threads")
+
+
+IN_FLIGHT = """
+import time, torch, torch.distributed as dist
+from dstlab.run.distributed import leave
+dist.init_process_group("gloo")
+import torch.distributed.nn  # as DDP does: the group now outlives destroy_process_group
+if dist.get_rank() == 0:
+    time.sleep(2)  # joins the collective late
+    dist.all_reduce(torch.ones(4))
+else:
+    work = dist.all_reduce(torch.ones(4), async_op=True)
+    work.get_future().then(lambda f: f.value())  # a gloo thread runs this, in Python
+    class Slow:  # draws out the shutdown: without leave() the callback lands inside it
+        def __del__(self):
+            time.sleep(4)
+    slow = Slow()
+leave()
+"""
+
+
+def test_leave_lets_a_collective_in_flight_end_before_shutdown(tmp_path):
+    """The deterministic form of the abort: were rank 1 to destroy the group and exit without
+    waiting for its peer, it would end with SIGABRT and "terminate called without an active
+    exception" (a gloo thread enters Python while the interpreter shuts down)."""
+    (tmp_path / "in_flight.py").write_text(IN_FLIGHT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", str(tmp_path / "in_flight.py")]
+    code, _, stderr = _run([], command=command)
+    assert code == 0 and not ABORT.search(stderr), stderr
+
+
+def test_a_torchrun_script_written_as_the_readme_says_exits_cleanly(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (script,) = [b for b in blocks if "init_process_group" in b]
+    (tmp_path / "train_ddp.py").write_text(script)
+    threads = tmp_path / "threads"
+    threads.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", str(tmp_path / "train_ddp.py")]
+    code, stdout, stderr = _run([], threads=threads, command=command)
+    assert code == 0 and not ABORT.search(stderr), stderr
+    for rank in (0, 1):
+        assert f"rank {rank}: density 0.100 after 3 updates" in stdout, stdout
+    _assert_gloo_threads_end_before_shutdown(threads)
 
 
 def test_two_processes_equal_one_process_with_the_global_batch(two_process_run, tmp_path):

@@ -54,15 +54,39 @@ def join(device: torch.device) -> Group:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"data-parallel runs need device cpu or cuda, not {device.type}.")
     backend = "nccl" if device.type == "cuda" else "gloo"
+    # torch.distributed.nn's functions take `group=group.WORLD` as a default argument, evaluated
+    # on import. DDP's constructor imports that module; were it first imported after the group
+    # exists, those defaults would hold the group for good and `leave` could not free it.
+    import torch.distributed.nn  # noqa: F401
+
     dist.init_process_group(backend, timeout=TIMEOUT)
     return Group(dist.get_rank(), dist.get_world_size(), local, owned=True)
 
 
-def leave() -> None:
+def leave(clean: bool = True) -> None:
+    """End this process's part of the job so that it exits cleanly.
+
+    A gloo group runs worker threads (and a transport thread). One that enters Python while the
+    interpreter shuts down, to release the tensors of the last collective or to run a callback
+    of one still in flight, aborts the process ("terminate called without an active
+    exception"). So after a clean run: a barrier, which also waits for every collective issued
+    before it, so that no rank goes on while a peer is still in one; then
+    `destroy_process_group`, which frees the group and joins those threads while Python is
+    whole, provided nothing else holds it (the caller drops its DDP wrapper first). After an
+    error no barrier: a peer may be stuck in another collective, and the launcher ends the job
+    as soon as this rank exits."""
+    import gc
+
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    if clean:
+        dist.barrier()
+    # collect first: a dropped wrapper in a reference cycle would otherwise free the group later,
+    # from the collector, which joins the threads holding the GIL (destroy releases it)
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def sum_all(values: list[float], device: torch.device, group: Group) -> list[float]:

@@ -74,6 +74,7 @@ def train(
     group = distributed.join(device)
     started = time.monotonic()
     run: _Run | None = None
+    clean = False  # the run returned (done or diverged): the ranks part after a barrier
     try:
         config = config.replace(nproc=distributed.check_world(config.nproc, group))
         if group.main:
@@ -91,7 +92,9 @@ def train(
             group=group,
             tags=tags,
         )
-        return run.execute()
+        result = run.execute()
+        clean = True
+        return result
     except Exception as error:
         text = str(error) if isinstance(error, DstlabError) else f"{type(error).__name__}: {error}"
         if group.size > 1:
@@ -111,7 +114,9 @@ def train(
         if run is not None:
             run.close()
         if group.owned:
-            distributed.leave()
+            if clean and run is not None:
+                run.net = run.model  # the DDP wrapper holds the group; `leave` must free it
+            distributed.leave(clean)
 
 
 def _rank_device(name: str) -> torch.device:
