@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from dstlab.errors import ConfigError
+from dstlab.sparse.allocator import release_free_memory
 from dstlab.sparse.linear import SparseLinear
 from dstlab.sparse.update import (
     dense_rows,
@@ -250,6 +251,11 @@ class SparseTarget:
         rebuild(self.layer, self.optimizer, new_flat, fresh, source)
         self.mask_grad()
         return new_flat
+
+    def after_update(self) -> None:
+        """The update's temporaries (old state, position sets, blocks of growth) are freed:
+        return their pages, or the C heap keeps them resident (see dstlab.sparse.allocator)."""
+        release_free_memory()
 
     def load_positions(self, flat: torch.Tensor) -> None:
         """Adopt saved positions (``DST.load_state_dict``): weights already there keep their
