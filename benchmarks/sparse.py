@@ -6,10 +6,13 @@ of ΔT steps, so every block holds exactly one topology update; medians over the
 sparse side forces every Linear sparse (``--rule force``) so the crossing density shows; with
 ``--rule default`` layers the rule keeps dense stay masked.
 
-Memory (``--memory``): MLP 3072-8192-8192-10 at d = 0.01, each backend in a fresh process; peak
-RSS while training (sampled every 2 ms) above the RSS before the model was built, for plain
-steps and for a block that includes topology updates. "native" is the same network built from
-``SparseLinear`` layers (never a dense weight, even at construction) under the same ``DST``.
+Memory (``--memory``): MLP 3072-8192-8192-10 at d = 0.01, each backend in a fresh process in the
+environment it is given (run it with no ``MALLOC_*`` variable for the default figures; the
+machine line names any that are set); peak RSS as the kernel counts it, above the RSS before the
+model was built (after a tiny network's steps and topology update loaded every library and
+kernel), for plain steps and for a block that includes a topology update. "native" is the same
+network built from ``SparseLinear`` layers (never a dense weight, even at construction) under
+the same ``DST``.
 
     python benchmarks/sparse.py [--densities 0.01,0.02,0.05,0.1,0.2,0.5] [--repeats 5]
     python benchmarks/sparse.py --memory
@@ -22,16 +25,15 @@ import contextlib
 import ctypes
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from measure import PeakRSS, machine, machine_line, rss_bytes
 from torch import nn
 
 from dstlab.sparse.backend import SparseRule
@@ -136,35 +138,6 @@ def time_table(args) -> dict:
 # ------------------------------------------------------------------------------- memory
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    """Highest RSS seen by a 2 ms sampler thread between start() and stop()."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.002)
-
-    def __enter__(self):
-        self.peak = _rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss())
-
-
 def _trim() -> None:
     with contextlib.suppress(OSError):  # hand freed heap back so RSS shows live memory
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -199,26 +172,35 @@ def native_setup(sizes, density, args, total_steps):
     return model, opt, dst
 
 
+def _warm_up(args) -> None:
+    """Load every library and compiled kernel first (numba/LLVM alone is ~100 MB of RSS): a
+    tiny network through training steps and a topology update with the same criteria on both
+    backends, the same for every side, so the baseline holds code and the difference data."""
+    sizes = [64, 64, 64, 10]
+    for backend in ("masked", "sparse"):
+        torch.manual_seed(0)
+        model = mlp(sizes)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        dst = DST(
+            model, opt, density=0.2, prune=args.prune, grow=args.grow, update_every=2,
+            total_steps=4, backend=backend,
+            backend_options={"rule": SparseRule(force=True)} if backend == "sparse" else None,
+        )  # fmt: skip
+        run_block(model, opt, dst, batches_for(sizes, 3, 8))
+
+
 def memory_child(backend: str, args) -> dict:
     sizes = [3072, 8192, 8192, 10]
-    # load every library and compiled kernel first (numba/LLVM alone is ~100 MB of RSS), the
-    # same for all backends, so the baseline holds code and the difference holds data
-    warm = nn.Sequential(SparseLinear(64, 64, 0.5), nn.ReLU(), nn.Linear(64, 10))
-    w_opt = torch.optim.SGD(warm.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-    nn.functional.cross_entropy(
-        warm(torch.randn(8, 64)), torch.zeros(8, dtype=torch.long)
-    ).backward()
-    w_opt.step()
-    del warm, w_opt
+    _warm_up(args)
     _trim()
-    before = _rss()
+    before = rss_bytes()
     steps = 2 * args.update_every
     if backend == "native":
         model, opt, dst = native_setup(sizes, 0.01, args, steps + 1)
     else:
         model, opt, dst = setup(backend, sizes, 0.01, args, SparseRule(), steps + 1)
     _trim()
-    built = _rss()
+    built = rss_bytes()
     batches = batches_for(sizes, 4, args.batch)
     dst.step_count = 1  # plain steps first
     with PeakRSS() as plain:
@@ -226,18 +208,23 @@ def memory_child(backend: str, args) -> dict:
     dst.step_count = args.update_every - 2
     with PeakRSS() as update:
         run_block(model, opt, dst, batches)  # holds the update at step ΔT
+    after = rss_bytes()
     mb = 1 / 2**20
     return {
         "backend": backend,
         "model_mb": round((built - before) * mb, 1),
         "peak_train_mb": round((plain.peak - before) * mb, 1),
         "peak_with_update_mb": round((update.peak - before) * mb, 1),
+        "rss_after_update_mb": round((after - before) * mb, 1),
+        "baseline_rss_mb": round(before * mb, 1),
         "updates": len(dst.records),
     }
 
 
 def memory_table(args) -> dict:
     out = {}
+    print(f"{args.grow} growth; each backend in a fresh process; peak RSS above the process "
+          "before the model (libraries and kernels loaded)")  # fmt: skip
     for backend in ("masked", "sparse", "native"):
         cmd = [sys.executable, __file__, "--memory-child", backend, "--threads", str(args.threads)]
         cmd += ["--prune", args.prune, "--grow", args.grow]
@@ -283,7 +270,9 @@ def main() -> None:
         "grow": args.grow,
         "rule": args.rule,
         "torch": torch.__version__,
+        "machine": machine(args.threads),
     }
+    print(machine_line(result["machine"]), flush=True)
     if args.memory:
         result["memory"] = memory_table(args)
         name = "sparse_memory.json"

@@ -4,8 +4,10 @@ MLP 3072-65536-65536-65536-10 (dense weights: 8.8 G floats, 35 GB; more with gra
 momentum) at density 0.001, built directly with ``SparseLinear`` (the dense weight is never
 allocated), trained on synthetic data with SGD (momentum 0.9) through ``dstlab.DST`` with
 topology updates every ΔT steps, which never go dense (magnitude pruning; random growth, or
-RigL gradient growth with the dense gradient formed a block of rows at a time). Prints peak RSS
-and step times.
+RigL gradient growth with the dense gradient formed a block of rows at a time). Prints the
+process's peak RSS as the kernel counts it (libraries included; run it with no ``MALLOC_*``
+variable for the default figure, the machine line names any that are set), the RSS after the
+last update, and step times.
 
     python benchmarks/sparse_huge.py [--steps 300] [--grow random|gradient] [--hidden 65536]
 """
@@ -15,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from measure import machine, machine_line, peak_rss_bytes, rss_bytes
 from torch import nn
 
 from dstlab.sparse.linear import SparseLinear
@@ -30,8 +32,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+    return rss_bytes() / 2**20
 
 
 def build(args) -> tuple[nn.Sequential, list[SparseLinear]]:
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    info = machine(args.threads)
+    print(machine_line(info), flush=True)
 
     rss0 = _rss_mb()
     t0 = time.perf_counter()
@@ -93,6 +96,7 @@ def main() -> None:
         drop_fraction=0.5, total_steps=args.steps, seed=2, dense_layers=[last],
     )  # fmt: skip
     step_times, update_times, losses = [], [], []
+    rss_after_update = None
     for t in range(args.steps):
         x, y = data[t % len(data)]
         start = time.perf_counter()
@@ -102,11 +106,13 @@ def main() -> None:
         record = dst.step()
         seconds = time.perf_counter() - start
         (update_times if record else step_times).append(seconds)
+        if record:
+            rss_after_update = round(_rss_mb())
         losses.append(loss.item())
         if t % 20 == 0 or record:
             extra = f" update step {seconds:.1f} s, itop {record['itop']:.4f}" if record else ""
             print(f"step {t:4d} loss {losses[-1]:.4f}{extra}", flush=True)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_bytes() / 2**20
     result = {
         "sizes": sizes + [args.classes],
         "density": args.density,
@@ -119,6 +125,8 @@ def main() -> None:
         "step_s_median": round(statistics.median(step_times), 3),
         "update_s_median": round(statistics.median(update_times), 2) if update_times else None,
         "peak_rss_mb": round(peak_mb),
+        "rss_after_update_mb": rss_after_update,
+        "machine": info,
         "loss_first": round(statistics.mean(losses[:8]), 4),
         "loss_last": round(statistics.mean(losses[-8:]), 4),
         "nnz_after": [layer.nnz for layer in sparse],

@@ -56,6 +56,34 @@ def test_blocked_growth_is_the_dense_choice_ties_included(grow):
         assert sorted(got.tolist()) == want.reshape(-1).nonzero().squeeze(1).tolist()
 
 
+@pytest.mark.parametrize("captured", [True, False])
+def test_growth_blocks_reuse_one_buffer_per_input_and_skip_the_weight_rigl_does_not_read(
+    captured,
+):
+    layer, dense_grad = _layer_after_backward()
+    capture = layer.capture
+    target = SparseTarget("w", layer, None, block_bytes=4 * 8 * 40)  # 4 rows a block
+    if captured:  # the target starts with an empty capture: give it that backward's batch
+        layer.capture = capture
+    else:  # the dense gradient is then known at the active positions only
+        dense_grad = layer.to_dense(layer.values.grad)
+    gradient = target.gradient()
+    blocks = list(target._blocks(gradient, None, get_grower("gradient").needs_weight))
+    assert len(blocks) == 8 and all(w is None for _, w, _, _ in blocks)
+    assert len({g.data_ptr() for _, _, g, _ in blocks}) == 1  # one buffer, block after block
+    with_weight = target._blocks(gradient, None, True)
+    for (offset, weight, grad, _), r0 in zip(with_weight, range(0, 30, 4), strict=True):
+        assert offset == r0 * 40
+        torch.testing.assert_close(weight, layer.to_dense()[r0 : r0 + 4])
+        torch.testing.assert_close(grad, dense_grad[r0 : r0 + 4])
+
+
+def test_gradient_growth_scores_a_block_in_place():
+    grad = torch.tensor([[-1.0, 2.0], [0.5, -3.0]])
+    scores = get_grower("gradient").score_block(None, grad, None)
+    assert scores.data_ptr() == grad.data_ptr() and scores.tolist() == [[1.0, 2.0], [0.5, 3.0]]
+
+
 @pytest.mark.parametrize(("total", "k"), [(1000, 500), (100_000, 300)])
 def test_random_growth_by_positions_draws_what_the_dense_mask_draws(total, k):
     occupied = torch.arange(0, total, 3 if total == 1000 else 50)

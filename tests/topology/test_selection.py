@@ -126,3 +126,43 @@ def test_streamed_selection_below_the_tie_cap_is_exactly_highest_k():
         expected = highest_k(scores, 500, torch.Generator().manual_seed(seed))
         got = _streamed(scores, 500, seed, tie_cap=1 << 22)
         assert torch.equal(got, expected)
+
+
+@pytest.fixture(params=["numba", "torch"])
+def route(request, monkeypatch):
+    if request.param == "numba" and not selection.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    if request.param == "torch":
+        monkeypatch.setattr(selection, "HAVE_NUMBA", False)
+    return request.param
+
+
+def test_streamed_selection_skips_given_positions_and_never_picks_minus_infinity(route):
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randint(0, 20, (30_000,), generator=gen).float()
+    scores[::7] = float("-inf")
+    skip = torch.arange(3, 30_000, 11)  # e.g. the occupied positions
+    dense = scores.clone()
+    dense[skip] = float("-inf")
+    for k in (1, 300, 9000):
+        best = StreamedHighest(k, torch.Generator().manual_seed(k))
+        for offset in range(0, 30_000, 4096):
+            inside = skip[(skip >= offset) & (skip < offset + 4096)]
+            best.add(offset, scores[offset : offset + 4096], skip=inside)
+        got = best.pick(torch.Generator().manual_seed(k))
+        assert torch.equal(got, highest_k(dense, k, torch.Generator().manual_seed(k)))
+        assert bool((dense[got] > float("-inf")).all())
+
+
+def test_streamed_selection_keeps_its_candidates_in_buffers_made_once(route):
+    # a long stream of distinct scores: the pool is compacted in place, never reallocated
+    k, block = 500, 10_000
+    best = StreamedHighest(k, torch.Generator().manual_seed(0))
+    scores = torch.rand(400_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    best.add(0, scores[:block])
+    buffers = (best._scores.data_ptr(), best._positions.data_ptr())
+    for offset in range(block, scores.numel(), block):
+        best.add(offset, scores[offset : offset + block])
+    assert (best._scores.data_ptr(), best._positions.data_ptr()) == buffers
+    assert best._scores.numel() == 2 * k + selection._SAMPLE
+    assert torch.equal(best.pick(), highest_k(scores, k))

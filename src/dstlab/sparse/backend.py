@@ -17,8 +17,15 @@ import torch
 from torch import nn
 
 from dstlab.errors import ConfigError
+from dstlab.sparse.allocator import release_free_memory
 from dstlab.sparse.linear import SparseLinear
-from dstlab.sparse.update import rebuild, rows_per_block, sampled_grad, weight_rows
+from dstlab.sparse.update import (
+    dense_rows,
+    rebuild,
+    rows_per_block,
+    sampled_grad,
+    weight_rows,
+)
 from dstlab.topology.backends import register_backend
 from dstlab.topology.masks import MaskedTarget
 from dstlab.topology.sorted_sets import merge_disjoint
@@ -92,18 +99,19 @@ class SparseGradient:
             return self.values_grad
         return sampled_grad(self.layer, flat, self.capture)
 
-    def rows(self, r0: int, r1: int) -> torch.Tensor:
+    @torch.no_grad()
+    def rows(self, r0: int, r1: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``r0:r1`` of the dense gradient, in ``out`` when given (``(r1 - r0) *
+        in_features`` entries, e.g. a buffer reused block after block)."""
         layer = self.layer
         if not self.capture:  # no captured batch: the dense gradient is known where active
-            out = torch.zeros((r1 - r0) * layer.in_features, dtype=layer.values.dtype)
-            lo, hi = int(layer.crow[r0]), int(layer.crow[r1])
-            flat = layer.flat_positions()[lo:hi] - r0 * layer.in_features
-            out[flat] = self.values_grad[lo:hi]
-            return out.view(r1 - r0, layer.in_features)
-        block = None
-        for xt, gyt in self.capture:
-            part = gyt[r0:r1] @ xt.t()
-            block = part if block is None else block.add_(part)
+            return dense_rows(layer, r0, r1, self.values_grad, out)
+        shape = (r1 - r0, layer.in_features)
+        block = torch.empty(shape, dtype=layer.values.dtype) if out is None else out.view(shape)
+        (xt, gyt), *more = self.capture
+        torch.mm(gyt[r0:r1], xt.t(), out=block)
+        for xt, gyt in more:
+            block.addmm_(gyt[r0:r1], xt.t())
         return block
 
     def dense(self) -> torch.Tensor:
@@ -205,23 +213,36 @@ class SparseTarget:
         picked = grower.select_sparse(kept, self.numel, n, generator)
         if picked is None:
             picked = grower.select_streamed(
-                self.row_blocks(gradient, momentum), kept, self.numel, n, generator
+                self.row_blocks(gradient, momentum, grower.needs_weight),
+                kept,
+                self.numel,
+                n,
+                generator,
             )
         return picked
 
-    def row_blocks(self, gradient: SparseGradient | None, momentum: torch.Tensor | None):
-        """``(offset, weight, grad, momentum)`` a block of dense rows at a time (growth
-        criteria, and structures choosing row by row, score one block, then the next)."""
+    def row_blocks(
+        self,
+        gradient: SparseGradient | None,
+        momentum: torch.Tensor | None,
+        weight: bool = True,
+    ):
+        """``(offset, weight rows, gradient rows, momentum rows)`` a block of rows at a time
+        (growth criteria, and structures choosing row by row, score one block, then the next).
+        The weight and gradient rows are written into one buffer each (``block_bytes``), made
+        once per layer and reused by every block: no dense-row temporary per block."""
         n_out, n_in = self.shape
-        step = rows_per_block(self.layer, self.block_bytes)
+        step = min(n_out, rows_per_block(self.layer, self.block_bytes))
+        dtype = self.layer.values.dtype
+        weight_buffer = torch.empty(step * n_in, dtype=dtype) if weight else None
+        grad_buffer = None if gradient is None else torch.empty(step * n_in, dtype=dtype)
         for r0 in range(0, n_out, step):
             r1 = min(n_out, r0 + step)
-            yield (
-                r0 * n_in,
-                weight_rows(self.layer, r0, r1),
-                None if gradient is None else gradient.rows(r0, r1),
-                None if momentum is None else momentum.reshape(n_out, n_in)[r0:r1],
-            )
+            size = (r1 - r0) * n_in
+            w = weight_rows(self.layer, r0, r1, weight_buffer[:size]) if weight else None
+            g = None if gradient is None else gradient.rows(r0, r1, grad_buffer[:size])
+            m = None if momentum is None else momentum.reshape(n_out, n_in)[r0:r1]
+            yield r0 * n_in, w, g, m
 
     @torch.no_grad()
     def apply_positions(
@@ -241,6 +262,11 @@ class SparseTarget:
         rebuild(self.layer, self.optimizer, new_flat, fresh, source)
         self.mask_grad()
         return new_flat
+
+    def after_update(self) -> None:
+        """The update's temporaries (old state, position sets, blocks of growth) are freed:
+        return their pages, or the C heap keeps them resident (see dstlab.sparse.allocator)."""
+        release_free_memory()
 
     def load_positions(self, flat: torch.Tensor) -> None:
         """Adopt saved positions (``DST.load_state_dict``): weights already there keep their

@@ -60,15 +60,30 @@ def sampled_grad(
     return out
 
 
-def weight_rows(layer: SparseLinear, r0: int, r1: int) -> torch.Tensor:
-    """Rows ``r0:r1`` of the dense weight (zeros where inactive), built from the CSR rows."""
+def dense_rows(
+    layer: SparseLinear,
+    r0: int,
+    r1: int,
+    values: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Rows ``r0:r1`` of the dense (out, in) tensor that holds ``values`` (one per active
+    weight, CSR order) at the active positions and 0 elsewhere, built from the CSR rows, in
+    ``out`` when given (``(r1 - r0) * in_features`` entries)."""
     n_in = layer.in_features
     lo, hi = int(layer.crow[r0]), int(layer.crow[r1])
-    rows = torch.zeros((r1 - r0) * n_in, dtype=layer.values.dtype)
+    rows = torch.zeros((r1 - r0) * n_in, dtype=values.dtype) if out is None else out.zero_()
     counts = (layer.crow[r0 + 1 : r1 + 1] - layer.crow[r0:r1]).long()
     local = torch.repeat_interleave(torch.arange(r1 - r0), counts)
-    rows[local * n_in + layer.col[lo:hi].long()] = layer.values.detach()[lo:hi]
+    rows[local * n_in + layer.col[lo:hi].long()] = values[lo:hi].to(rows.dtype)
     return rows.view(r1 - r0, n_in)
+
+
+def weight_rows(
+    layer: SparseLinear, r0: int, r1: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Rows ``r0:r1`` of the dense weight (zeros where inactive), in ``out`` when given."""
+    return dense_rows(layer, r0, r1, layer.values.detach(), out)
 
 
 def rows_per_block(layer: SparseLinear, block_bytes: int) -> int:

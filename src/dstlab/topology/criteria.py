@@ -138,6 +138,9 @@ class Grower:
     #: whether the engine must keep and pass the momentum of the dense gradient (SPEC §5), an
     #: extra tensor per layer that only such growers cost
     needs_momentum = False
+    #: whether :meth:`score` reads the weight: a sparse layer forms no dense weight rows for a
+    #: grower that does not
+    needs_weight = True
 
     def score(
         self,
@@ -146,6 +149,16 @@ class Grower:
         momentum: torch.Tensor | None,
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def score_block(
+        self,
+        weight: torch.Tensor | None,
+        grad: torch.Tensor | None,
+        momentum: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:meth:`score` of one block of rows in :meth:`select_streamed`, whose weight and
+        gradient rows are scratch the criterion may overwrite (so a block costs no new buffer)."""
+        return self.score(weight, grad, momentum)
 
     def select(
         self,
@@ -187,19 +200,20 @@ class Grower:
     ) -> torch.Tensor:
         """The same choice as :meth:`select`, from the dense weight, gradient and momentum given
         a block of rows at a time: ``blocks`` yields ``(offset, weight, grad, momentum)`` with
-        the flat position of each block's first entry, in ascending order. Only the block and
-        about 2n candidates are held, never a dense tensor."""
+        the flat position of each block's first entry, in ascending order (weight None for a
+        grower that does not need it; the weight and gradient rows are scratch, see
+        :meth:`score_block`). Only the block and about 2n candidates are held, never a dense
+        tensor."""
         _check_count(n, total - occupied.numel(), "inactive positions to grow")
-        occupied = occupied.contiguous()
+        occupied = occupied.to(torch.long).contiguous()
         best = StreamedHighest(n, generator)
         for offset, weight, grad, momentum in blocks:
-            scores = self.score(weight, grad, momentum).detach().reshape(-1)
+            scores = self.score_block(weight, grad, momentum).detach().reshape(-1)
             require_finite(scores, f"'{self.name}' growth")
             lo, hi = torch.searchsorted(
                 occupied, torch.tensor([offset, offset + scores.numel()])
             ).tolist()
-            # out of place: a score may be a view of its input (e.g. of the engine's momentum)
-            best.add(offset, scores.index_fill(0, occupied[lo:hi] - offset, float("-inf")))
+            best.add(offset, scores, skip=occupied[lo:hi])
         return best.pick(generator)
 
     @property
@@ -451,12 +465,17 @@ class RandomGrower(Grower):
 class GradientGrower(Grower):
     """|g| of the dense gradient (RigL)."""
 
+    needs_weight = False
+
     def score(self, weight, grad, momentum):
         if grad is None:
             raise ConfigError(
                 "growth criterion 'gradient' needs the dense gradient, but there is none."
             )
         return grad.abs()
+
+    def score_block(self, weight, grad, momentum):
+        return self.score(weight, grad, momentum) if grad is None else grad.abs_()
 
 
 @register_grower("momentum")
@@ -465,6 +484,7 @@ class MomentumGrower(Grower):
     gradient before masking (the optimizer's momentum is 0 wherever a weight is inactive)."""
 
     needs_momentum = True
+    needs_weight = False
 
     def score(self, weight, grad, momentum):
         if momentum is None:

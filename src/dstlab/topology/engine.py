@@ -261,6 +261,9 @@ class DST:
         if record is not None and self._postponed is not None:
             record["postponed_from"] = self._postponed
             self._postponed = None
+        if record is not None:
+            dense_grads = None  # the update's last references, before its memory is returned
+            self._after_update()
         self.step_count += 1
         if self._grad_momentum and not self._momentum_needed(self.step_count):
             self._grad_momentum = {}  # no update will read it again
@@ -308,6 +311,15 @@ class DST:
         else:  # inf × 0 is NaN: zero the inactive gradients outright; the step is skipped anyway
             self.enforce()
         self._prepared = (record, dense_grads)
+
+    def _after_update(self) -> None:
+        """Let each target release what the update freed (the sparse backend hands the C heap's
+        free pages back to the operating system); a target without ``after_update`` has nothing
+        to release."""
+        for target in self.targets:
+            after_update = getattr(target, "after_update", None)
+            if after_update is not None:
+                after_update()
 
     def _unscale(self) -> bool:
         """Unscale the gradients of a mixed-precision step; whether all of them are finite."""

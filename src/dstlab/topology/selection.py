@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from dstlab.jit import HAVE_NUMBA, njit
 from dstlab.topology import sorted_sets
 
 # above this many scores, a cheap strided sample first bounds the threshold (see lowest_k)
@@ -119,16 +120,111 @@ def sample_distinct(
             return distinct[:k]
 
 
+if HAVE_NUMBA:
+
+    @njit(cache=True, nogil=True)
+    def _collect_nb(
+        scores, skip, offset, threshold, start, pool_scores, pool_positions, pooled
+    ):  # pragma: no cover - compiled
+        # from entry `start` on: append each entry scoring >= threshold whose position is not in
+        # the sorted `skip`, until the pool is full; returns (where it stopped, pool size)
+        n, capacity = scores.shape[0], pool_scores.shape[0]
+        j = np.searchsorted(skip, offset + start)
+        i = start
+        while i < n and pooled < capacity:
+            position = offset + i
+            if j < skip.shape[0] and skip[j] == position:
+                j += 1
+            elif scores[i] >= threshold:
+                pool_scores[pooled] = scores[i]
+                pool_positions[pooled] = position
+                pooled += 1
+            i += 1
+        return i, pooled
+
+    @njit(cache=True, nogil=True)
+    def _compact_nb(scores, positions, count, bound, strict):  # pragma: no cover - compiled
+        # keep, in order and in place, the first `count` entries scoring >= bound (> if strict)
+        kept = 0
+        for i in range(count):
+            s = scores[i]
+            if s > bound or (not strict and s == bound):
+                scores[kept] = s
+                positions[kept] = positions[i]
+                kept += 1
+        return kept
+
+
+def _collect(
+    scores: torch.Tensor,
+    skip: torch.Tensor,
+    offset: int,
+    threshold: float,
+    start: int,
+    pool_scores: torch.Tensor,
+    pool_positions: torch.Tensor,
+    pooled: int,
+) -> tuple[int, int]:
+    """Append to the pool the entries of ``scores`` (positions ``offset + i``) from ``start``
+    on that score ``>= threshold`` and are not in the sorted ``skip``, until the pool is full.
+    Returns where it stopped and the new pool size."""
+    if HAVE_NUMBA and scores.device.type == "cpu":
+        stop, pooled = _collect_nb(
+            scores.numpy(), skip.numpy(), offset, threshold, start,
+            pool_scores.numpy(), pool_positions.numpy(), pooled,
+        )  # fmt: skip
+        return int(stop), int(pooled)
+    rest = scores[start:]
+    keep = rest >= threshold
+    skipped = skip - (offset + start)
+    keep[skipped[(skipped >= 0) & (skipped < rest.numel())]] = False
+    hits = keep.nonzero().squeeze(1)
+    room = pool_scores.numel() - pooled
+    stop = scores.numel()
+    if hits.numel() > room:
+        stop = start + int(hits[room])
+        hits = hits[:room]
+    taken = hits.numel()
+    pool_scores[pooled : pooled + taken] = rest[hits]
+    pool_positions[pooled : pooled + taken] = hits + (offset + start)
+    return stop, pooled + taken
+
+
+def _compact(
+    scores: torch.Tensor, positions: torch.Tensor, count: int, bound: float, strict: bool
+) -> int:
+    """Keep, in order and in place, the first ``count`` entries scoring ``>= bound`` (``>`` if
+    ``strict``); returns how many."""
+    if HAVE_NUMBA and scores.device.type == "cpu":
+        return int(_compact_nb(scores.numpy(), positions.numpy(), count, bound, strict))
+    head = scores[:count]
+    keep = head > bound if strict else head >= bound
+    kept_scores, kept_positions = head[keep], positions[:count][keep]
+    kept = kept_scores.numel()
+    scores[:kept], positions[:kept] = kept_scores, kept_positions
+    return kept
+
+
+def _kth_highest(values: torch.Tensor, k: int) -> float:
+    """The k-th highest of ``values`` (1-based), by one linear-time selection."""
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
+        m = values.numel()
+        return float(np.partition(values.numpy(), m - k)[m - k])
+    return float(kth_smallest(-values, k).neg())
+
+
 class StreamedHighest:
     """The k highest scores of a long vector seen one block at a time, in ascending position
     order, holding only about 2k candidates: exactly :func:`highest_k` of the whole vector
     (same positions, same tie draws), without ever holding it.
 
-    Positions scored ``-inf`` are never chosen (the caller marks excluded positions so). A
-    running threshold, the k-th best score seen so far, filters each block: a score below the
-    k-th best of a subset cannot be among the k best of all, nor tie with the final threshold,
-    so the pool always holds every position :func:`highest_k` could choose, in ascending order,
-    and its tie-breaking draws the same numbers.
+    Positions given as ``skip`` (or scored ``-inf``) are never chosen. A running threshold, the
+    k-th best score seen so far, filters each block: a score below the k-th best of a subset
+    cannot be among the k best of all, nor tie with the final threshold, so the pool always
+    holds every position :func:`highest_k` could choose, in ascending order, and its
+    tie-breaking draws the same numbers. The pool is two buffers made at the first block and
+    compacted in place (a numba pass appends a block's survivors): streaming allocates nothing
+    per block, so a long stream leaves no trail of freed buffers in the C heap.
 
     One exception keeps memory bounded: when more than ``tie_cap`` positions tie at the
     threshold (a huge layer's dead units all score 0), holding every tie would take memory in
@@ -141,49 +237,76 @@ class StreamedHighest:
         self.generator = generator
         self.tie_cap = max(tie_cap, 4 * k)
         self.threshold = float("-inf")
-        self._scores: list[torch.Tensor] = []
-        self._positions: list[torch.Tensor] = []
+        # the pool: candidates in ascending position order, [:_pooled] of these buffers
+        self._limit = 2 * k + _SAMPLE  # above this many candidates the threshold rises
+        self._scores = torch.empty(0)
+        self._positions = torch.empty(0, dtype=torch.long)
         self._pooled = 0
         # sampling mode (too many ties): positions tied at the threshold and their random keys
         self._tied: torch.Tensor | None = None
         self._keys = torch.empty(0)
 
-    def add(self, offset: int, scores: torch.Tensor) -> None:
-        """The scores of positions ``offset, offset + 1, ...``."""
+    def add(self, offset: int, scores: torch.Tensor, skip: torch.Tensor | None = None) -> None:
+        """The scores of positions ``offset, offset + 1, ...``; ``skip``: sorted positions
+        among them that may not be chosen."""
         if self.k <= 0:
             return
-        scores = scores.reshape(-1)
-        if self._tied is not None:
-            self._add_sampling(offset, scores)
-            return
-        if self.threshold > float("-inf"):
-            keep = (scores >= self.threshold).nonzero().squeeze(1)
-        else:
-            keep = (scores > float("-inf")).nonzero().squeeze(1)
-        self._scores.append(scores[keep].clone())
-        self._positions.append(keep + offset)
-        self._pooled += keep.numel()
-        if self._pooled > 2 * self.k + _SAMPLE:
-            self._shrink()
+        scores = scores.detach().reshape(-1)
+        if not self._scores.numel():
+            self._scores = torch.empty(self._limit, dtype=scores.dtype, device=scores.device)
+            self._positions = torch.empty(self._limit, dtype=torch.long, device=scores.device)
+        scores = scores.to(self._scores.dtype).contiguous()
+        skip = (
+            torch.empty(0, dtype=torch.long) if skip is None else skip.to(torch.long).contiguous()
+        )
+        # -inf never enters the pool: the lowest finite score bounds it while nothing does
+        lowest = -torch.finfo(scores.dtype).max
+        start = 0
+        while start < scores.numel():
+            first = self._pooled
+            start, self._pooled = _collect(
+                scores, skip, offset, max(self.threshold, lowest), start,
+                self._scores, self._positions, self._pooled,
+            )  # fmt: skip
+            if self._tied is not None:
+                self._set_ties_apart(first)
+            if self._pooled > self._limit or self._pooled == self._scores.numel():
+                self._make_room()
+
+    def _make_room(self) -> None:
+        """Raise the threshold (the pool keeps the k best and what ties with the k-th); if ties
+        still fill it, draw among them by keys (more than ``tie_cap``) or grow it."""
+        if self._tied is None:
+            kth = _kth_highest(self._scores[: self._pooled], self.k)
+            self._pooled = _compact(self._scores, self._positions, self._pooled, kth, False)
+            self.threshold = max(self.threshold, kth)
             if self._pooled > self.tie_cap:
                 self._start_sampling()
-
-    def _shrink(self) -> None:
-        scores, positions = torch.cat(self._scores), torch.cat(self._positions)
-        kth = float(kth_smallest(-scores, self.k).neg())
-        kept = scores >= kth
-        self._scores, self._positions = [scores[kept]], [positions[kept]]
-        self._pooled = int(kept.sum())
-        self.threshold = max(self.threshold, kth)
+        else:
+            # the k best so far lie above the threshold: a new, higher threshold; the old ties
+            # fall below it, and every position tied at the new one is in the pool
+            self.threshold = _kth_highest(self._scores[: self._pooled], self.k)
+            self._tied, self._keys = self._positions[:0].clone(), torch.empty(0)
+            self._set_ties_apart(0)
+        capacity = self._scores.numel()
+        if capacity - self._pooled < capacity // 4:  # ties fill it: room for the next blocks
+            self._scores = _grown(self._scores, self._pooled)
+            self._positions = _grown(self._positions, self._pooled)
 
     def _start_sampling(self) -> None:
         """Keep the scores above the threshold; of the ties, k at random (by their keys)."""
-        scores, positions = self._scores[0], self._positions[0]
-        above = scores > self.threshold
-        self._scores, self._positions = [scores[above]], [positions[above]]
-        self._pooled = int(above.sum())
-        self._tied, self._keys = positions[:0], torch.empty(0)
-        self._add_ties(positions[~above])
+        self._tied, self._keys = self._positions[:0].clone(), torch.empty(0)
+        self._set_ties_apart(0)
+
+    def _set_ties_apart(self, first: int) -> None:
+        """Move the pool's entries from ``first`` on that tie at the threshold to the keyed
+        ties (sampling mode): the pool keeps only scores above it."""
+        count = self._pooled - first
+        tied = self._scores[first : self._pooled] == self.threshold
+        if bool(tied.any()):
+            self._add_ties(self._positions[first : self._pooled][tied])
+        scores, positions = self._scores[first:], self._positions[first:]
+        self._pooled = first + _compact(scores, positions, count, self.threshold, True)
 
     def _add_ties(self, positions: torch.Tensor) -> None:
         keys = torch.rand(positions.numel(), generator=self.generator, dtype=torch.float64)
@@ -193,33 +316,14 @@ class StreamedHighest:
             tied, keys = tied[smallest], keys[smallest]
         self._tied, self._keys = tied, keys
 
-    def _add_sampling(self, offset: int, scores: torch.Tensor) -> None:
-        above = (scores > self.threshold).nonzero().squeeze(1)
-        self._scores.append(scores[above].clone())
-        self._positions.append(above + offset)
-        self._pooled += above.numel()
-        self._add_ties((scores == self.threshold).nonzero().squeeze(1) + offset)
-        if self._pooled <= 2 * self.k + _SAMPLE:
-            return
-        # the k best so far lie above the threshold: a new, higher threshold; the old ties fall
-        # below it, and every position tied at the new one is in the pool (all were above)
-        scores, positions = torch.cat(self._scores), torch.cat(self._positions)
-        self.threshold = float(kth_smallest(-scores, self.k).neg())
-        above = scores > self.threshold
-        self._scores, self._positions = [scores[above]], [positions[above]]
-        self._pooled = int(above.sum())
-        self._tied, self._keys = positions[:0], torch.empty(0)
-        self._add_ties(positions[scores == self.threshold])
-
     def pick(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Flat positions of the k highest scores (ties at the threshold at random)."""
         if self.k <= 0:
             return torch.empty(0, dtype=torch.long)
+        scores, above = self._scores[: self._pooled], self._positions[: self._pooled]
         if self._tied is not None:
-            above = torch.cat(self._positions)
             missing = self.k - above.numel()
             if missing < 0:  # more than k above the threshold: select among them
-                scores = torch.cat(self._scores)
                 return above[highest_k(scores, self.k, generator)]
             if missing > self._tied.numel():
                 raise ValueError(
@@ -228,12 +332,16 @@ class StreamedHighest:
                 )
             order = torch.argsort(self._keys)[:missing]
             return torch.cat([above, self._tied[order]])
-        if not self._scores:
-            raise ValueError(f"cannot select {self.k} of 0 candidate positions.")
-        scores, positions = torch.cat(self._scores), torch.cat(self._positions)
-        if positions.numel() < self.k:
-            raise ValueError(f"cannot select {self.k} of {positions.numel()} candidate positions.")
-        return positions[highest_k(scores, self.k, generator)]
+        if above.numel() < self.k:
+            raise ValueError(f"cannot select {self.k} of {above.numel()} candidate positions.")
+        return above[highest_k(scores, self.k, generator)]
+
+
+def _grown(buffer: torch.Tensor, used: int) -> torch.Tensor:
+    """A buffer twice the size of ``buffer`` holding its first ``used`` entries."""
+    out = buffer.new_empty(2 * buffer.numel())
+    out[:used] = buffer[:used]
+    return out
 
 
 def random_outside(
