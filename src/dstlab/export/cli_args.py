@@ -18,9 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the --out of a dstlab train run")
     parser.add_argument(
         "--format",
-        choices=FORMATS,
         default="dense",
-        help="dense: state_dict with exact zeros (default); csr: torch.sparse_csr weights; "
+        metavar="FORMAT",
+        help=f"{', '.join(FORMATS)}. dense: state_dict with exact zeros (default); csr: torch.sparse_csr weights; "
         "condensed: (out, k) values and indices, one fan-in per layer; semi_structured: 2:4 "
         "weights for a CUDA GPU of compute capability 8.0+",
     )

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from dstlab.errors import ConfigError
@@ -62,9 +64,15 @@ def csr(layer: SparseLayer) -> dict[str, torch.Tensor]:
     crow = torch.zeros(layer.rows + 1, dtype=torch.int64)
     crow[1:] = layer.fan_ins().cumsum(0)
     col = layer.positions - layer.row_of() * layer.cols
-    weight = torch.sparse_csr_tensor(
-        crow.to(itype), col.to(itype), layer.values.clone(), (layer.rows, layer.cols)
-    )
+    with warnings.catch_warnings():  # torch's notice that CSR support is in beta
+        warnings.simplefilter("ignore", UserWarning)
+        weight = torch.sparse_csr_tensor(
+            crow.to(itype),
+            col.to(itype),
+            layer.values.clone(),
+            (layer.rows, layer.cols),
+            check_invariants=True,
+        )
     return {"weight": weight}
 
 

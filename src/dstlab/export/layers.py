@@ -91,7 +91,8 @@ def _from_module(name: str, module: nn.Module, given: torch.Tensor | None) -> Sp
         flat = module.flat_positions()
         values = module.values.detach().cpu()
         shape: tuple[int, ...] = (module.out_features, module.in_features)
-        if given is not None and not torch.equal(_as_positions(name, given, flat.numel()), flat):
+        numel = module.out_features * module.in_features
+        if given is not None and not torch.equal(_as_positions(name, given, numel), flat):
             raise ConfigError(f"the mask given for {name!r} differs from the layer's own.")
     else:
         weight = module.weight.detach().cpu()
