@@ -78,6 +78,8 @@ def test_compiled_and_torch_products_agree_and_gradients_take_torch():
     finally:
         modules.FAST_KERNELS = True
     torch.testing.assert_close(fast, slow, atol=ATOL, rtol=RTOL)
+    with torch.inference_mode():  # inference tensors reach the compiled kernels too
+        torch.testing.assert_close(swapped(x), fast, atol=0, rtol=0)
     x.requires_grad_(True)
     swapped(x).sum().backward()  # the compiled kernels have no backward: torch served it
     expected = model[0].weight.detach().sum(0).expand(3, 64)
@@ -93,3 +95,18 @@ def test_load_into_refuses_another_architecture():
         load_into(nn.Sequential(nn.Linear(10, 6), nn.Linear(6, 2)), exported)
     with pytest.raises(ValueError, match="version 1"):
         load_into(nn.Sequential(nn.Linear(10, 6)), {**exported, "version": 7})
+
+
+def test_semi_structured_layers_multiply_densely_off_the_gpu():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4))
+    mask = (torch.rand(4, 2, 4).argsort(-1) < 2).reshape(4, 8)
+    with torch.no_grad():
+        model[0].weight.mul_(mask)
+    state = {"0.weight": model[0].weight.detach().clone(), "0.bias": model[0].bias.detach()}
+    exported = {"version": 1, "layers": {"0": "semi_structured"}, "state_dict": state}
+    swapped = load_into(nn.Sequential(nn.Linear(8, 4)), exported)
+    assert type(swapped[0]).__name__ == "SemiStructuredLinear" and not swapped[0].compressed
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(swapped(x), model(x), atol=ATOL, rtol=RTOL)

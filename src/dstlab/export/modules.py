@@ -152,6 +152,7 @@ class _CSR(_SparseProduct):
         fast = _fast_for(xt, w)
         if fast is not None:
             return fast.product(w.crow_indices(), w.col_indices(), w.values(), xt, self.bias)
+        xt = xt.contiguous()  # a transposed view of x costs torch's CSR product up to 30 %
         if self.bias is None:
             return w @ xt
         return torch.addmm(self.bias[:, None], w, xt)
@@ -213,8 +214,11 @@ class _Condensed(_SparseProduct):
         fast = _fast_for(xt, self.values)
         if fast is not None:
             return fast.condensed(self.indices, self.values, xt, self.bias)
-        # row o of the result: Σ_j values[o, j] · xt[indices[o, j]], the gather and dot fused
-        yt = F.embedding_bag(self.indices, xt, per_sample_weights=self.values, mode="sum")
+        # row o of the result: Σ_j values[o, j] · xt[indices[o, j]], the gather and dot fused;
+        # on a transposed view of x embedding_bag is ~30x slower (batch 256) than on a copy
+        yt = F.embedding_bag(
+            self.indices, xt.contiguous(), per_sample_weights=self.values, mode="sum"
+        )
         return self._add_bias(yt)
 
 
@@ -278,7 +282,9 @@ class SemiStructuredLinear(nn.Module):
     def compress(self) -> None:
         from torch.sparse import to_sparse_semi_structured
 
-        self.weight = _frozen(to_sparse_semi_structured(self.weight.detach()))
+        # a first forward under inference_mode would otherwise store an inference tensor
+        with torch.inference_mode(False):
+            self.weight = _frozen(to_sparse_semi_structured(self.weight.detach()))
         self.compressed = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
