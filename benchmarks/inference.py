@@ -3,19 +3,22 @@
 MLP 3072-1024-512-10 and LeNet-5 (28x28) at density 0.1 and 0.05: ERK layer densities, and in
 every layer each output keeps the same number of inputs, k = round(d_l · fan-in size), drawn at
 random (the constant fan-in that condensed needs, as SRigL trains; a layer ERK makes dense stays
-dense). Each model is exported by ``dstlab.export`` and loaded with ``load_into``:
+dense). ``lenet5`` keeps its two convolutions dense in every format (``dense_layers``);
+``lenet5_convs`` stores them sparse too (unfolded input, then the sparse product). Each model
+is exported by ``dstlab.export`` and loaded with ``load_into``:
 
 - ``dense``: the masked model itself (exact zeros; torch's dense kernels);
 - ``csr`` / ``condensed``: with dstlab installed (its numba kernels);
 - ``csr_torch`` / ``condensed_torch``: what a program without dstlab gets (``torch.addmm`` on
   ``torch.sparse_csr``; ``embedding_bag``'s fused gather and dot).
 
-Batch 1 (online inference) and 256. All formats alternate in one process: each round times a
-few forward calls (about 30 ms) of every format, each call timed alone, under ``torch.inference_mode()``; a round's
-value is the median of its calls; the table gives medians over the rounds, and each sparse format's speed-up over dense in the same rounds.
+Batch 1 (online inference) and 256, under ``torch.inference_mode()``. All formats alternate in
+one process: each round makes about 30 ms of forward calls of every format, each call timed
+alone, and keeps their median (a call the scheduler interrupted does not move it); the table
+gives the medians over the rounds, and each format's speed-up over dense, taken round by round.
 Anchor: SRigL reports 3.4x over dense for CPU online inference at 90 % sparsity.
 
-    python benchmarks/inference.py [--rounds 15] [--threads 2] [--out benchmarks/results/inference.json]
+    python benchmarks/inference.py [--rounds 15] [--threads 2] [--models mlp,lenet5,lenet5_convs]
 """
 
 from __future__ import annotations
@@ -39,7 +42,12 @@ from dstlab.topology import layer_densities
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
 RESULTS = Path(__file__).parent / "results"
-MODELS = {"mlp": ("mlp_cifar10", (3, 32, 32)), "lenet5": ("lenet5", (1, 28, 28))}
+# name: (registry model, sample shape, weights kept dense in every format)
+MODELS = {
+    "mlp": ("mlp_cifar10", (3, 32, 32), ()),
+    "lenet5": ("lenet5", (1, 28, 28), ("conv*",)),
+    "lenet5_convs": ("lenet5", (1, 28, 28), ()),
+}
 FORMATS = ("dense", "csr", "condensed", "csr_torch", "condensed_torch")
 BLOCK_SECONDS = 0.03
 
@@ -72,13 +80,13 @@ def fan_in_model(name: str, shape: tuple[int, ...], density: float, seed: int = 
 
 
 def variants(
-    model: nn.Module, name: str, shape: tuple[int, ...]
+    model: nn.Module, name: str, shape: tuple[int, ...], dense_layers: tuple[str, ...]
 ) -> tuple[dict[str, tuple[nn.Module, bool]], dict[str, int]]:
     """{format: (model, compiled kernels on?)}, and the exported file's bytes per format."""
     out = {"dense": (model, True)}
     sizes = {}
     for format in ("dense", "csr", "condensed"):
-        exported = export(model, format=format)
+        exported = export(model, format=format, dense_layers=dense_layers)
         buffer = io.BytesIO()
         torch.save(exported, buffer)
         sizes[format] = buffer.tell()
@@ -129,7 +137,7 @@ def measure(formats: dict[str, tuple], x: torch.Tensor, rounds: int) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,lenet5")
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--densities", default="0.1,0.05")
     parser.add_argument("--batches", default="1,256")
     parser.add_argument("--rounds", type=int, default=15)
@@ -148,16 +156,16 @@ def main() -> None:
         f"load average {machine['load_average_before']}",
         flush=True,
     )
-    header = f"{'model':7} {'d':>5} {'batch':>5} {'dense ms':>9}" + "".join(
+    header = f"{'model':12} {'d':>5} {'batch':>5} {'dense ms':>9}" + "".join(
         f" {fmt:>16}" for fmt in FORMATS[1:]
     )
     print(header)
     rows = []
     for key in args.models.split(","):
-        name, shape = MODELS[key]
+        name, shape, dense_layers = MODELS[key]
         for density in (float(d) for d in args.densities.split(",")):
             model = fan_in_model(name, shape, density)
-            formats, sizes = variants(model, name, shape)
+            formats, sizes = variants(model, name, shape, dense_layers)
             for batch in (int(b) for b in args.batches.split(",")):
                 x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1))
                 times = measure(formats, x, args.rounds)
@@ -184,7 +192,7 @@ def main() -> None:
                 cells = "".join(
                     f" {row['ms'][f]:8.3f} ({row['speedup'][f]:4.2f}x)" for f in FORMATS[1:]
                 )
-                print(f"{key:7} {density:5g} {batch:5d} {1e3 * dense:9.3f}{cells}", flush=True)
+                print(f"{key:12} {density:5g} {batch:5d} {1e3 * dense:9.3f}{cells}", flush=True)
     machine["load_average_after"] = round(os.getloadavg()[0], 2)
     print(f"load average after: {machine['load_average_after']}")
     result = {**machine, "rounds": args.rounds, "rows": rows}
