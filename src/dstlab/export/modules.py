@@ -1,6 +1,6 @@
 """The inference layers of dstlab's export formats, and the function that puts them into a model.
 
-This file imports nothing but torch, so a program without dstlab can copy it and load an exported
+This file imports nothing but torch (and the standard library), so a program without dstlab can copy it and load an exported
 model (see ``dstlab.export``)::
 
     exported = torch.load("model.pt", weights_only=True)
@@ -10,7 +10,7 @@ model (see ``dstlab.export``)::
 - ``CSRLinear`` / ``CSRConv2d``: the weight is a ``torch.sparse_csr`` tensor (out, fan-in size);
 - ``CondensedLinear`` / ``CondensedConv2d``: every output reads the same number k of inputs,
   ``values`` and ``indices`` of shape (out, k) (SRigL's condensed layout); forward is a gather and
-  a batched dot, fused in ``embedding_bag``;
+  a batched dot, fused in ``embedding_bag`` (one column: the same rows as a CSR view);
 - ``SemiStructuredLinear``: a 2:4 weight, compressed by ``torch.sparse.to_sparse_semi_structured``
   on its first forward on a CUDA device (dense products elsewhere, same results).
 
@@ -21,6 +21,7 @@ products, summed in another order); ``FAST_KERNELS = False`` keeps them on torch
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -56,6 +57,22 @@ def _fast_for(xt: torch.Tensor, values: torch.Tensor):
     if torch.is_grad_enabled() and (xt.requires_grad or values.requires_grad):
         return None
     return _fast()
+
+
+_csr_noticed = False
+
+
+def _csr_view(
+    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """A CSR tensor over existing index and value storage (no copy, no checks)."""
+    global _csr_noticed
+    if _csr_noticed:
+        return torch.sparse_csr_tensor(crow, col, values.reshape(-1), shape, check_invariants=False)
+    _csr_noticed = True
+    with warnings.catch_warnings():  # torch's once-a-process notice that CSR is in beta
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values.reshape(-1), shape, check_invariants=False)
 
 
 def _frozen(tensor: torch.Tensor) -> nn.Parameter:
@@ -214,8 +231,15 @@ class _Condensed(_SparseProduct):
         fast = _fast_for(xt, self.values)
         if fast is not None:
             return fast.condensed(self.indices, self.values, xt, self.bias)
+        if xt.shape[1] == 1 and xt.device.type == "cpu":
+            # one column: the rows as CSR (k entries each, no copy) through torch's sparse
+            # matrix-vector product, measured ~1.5x faster than embedding_bag here
+            n_out, k = self.values.shape
+            crow = torch.arange(0, n_out * k + 1, k, dtype=self.indices.dtype)
+            w = _csr_view(crow, self.indices.reshape(-1), self.values, (n_out, xt.shape[0]))
+            return self._add_bias(w @ xt.reshape(-1)[:, None])
         # row o of the result: Σ_j values[o, j] · xt[indices[o, j]], the gather and dot fused;
-        # on a transposed view of x embedding_bag is ~30x slower (batch 256) than on a copy
+        # embedding_bag wants unit strides (on a transposed view of x: ~30x slower)
         yt = F.embedding_bag(
             self.indices, xt.contiguous(), per_sample_weights=self.values, mode="sum"
         )
