@@ -10,13 +10,17 @@ is exported by ``dstlab.export`` and loaded with ``load_into``:
 - ``dense``: the masked model itself (exact zeros; torch's dense kernels);
 - ``csr`` / ``condensed``: with dstlab installed (its numba kernels);
 - ``csr_torch`` / ``condensed_torch``: what a program without dstlab gets (``torch.addmm`` on
-  ``torch.sparse_csr``; ``embedding_bag``'s fused gather and dot).
+  ``torch.sparse_csr``; ``embedding_bag``'s fused gather and dot, one column through a CSR view).
 
 Batch 1 (online inference) and 256, under ``torch.inference_mode()``. All formats alternate in
-one process: each round makes about 30 ms of forward calls of every format, each call timed
+one process: each round makes about 10 ms of forward calls of every format, each call timed
 alone, and keeps their median (a call the scheduler interrupted does not move it); the table
 gives the medians over the rounds, and each format's speed-up over dense, taken round by round.
 Anchor: SRigL reports 3.4x over dense for CPU online inference at 90 % sparsity.
+
+On a shared machine the absolute times swing by phases (whole seconds of every call running
+tens of times slower, CPU-time clocks included: the virtual CPUs themselves wait); the
+round-by-round speed-ups, whose two sides ran within milliseconds of each other, move least.
 
     python benchmarks/inference.py [--rounds 15] [--threads 2] [--models mlp,lenet5,lenet5_convs]
 """
@@ -49,7 +53,7 @@ MODELS = {
     "lenet5_convs": ("lenet5", (1, 28, 28), ()),
 }
 FORMATS = ("dense", "csr", "condensed", "csr_torch", "condensed_torch")
-BLOCK_SECONDS = 0.03
+BLOCK_SECONDS = 0.01
 
 
 def cpu_model() -> str:
