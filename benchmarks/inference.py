@@ -1,6 +1,7 @@
 """CPU inference of exported sparse models (issue 19): dense against CSR against condensed.
 
-MLP 3072-1024-512-10 and LeNet-5 (28x28) at density 0.1 and 0.05: ERK layer densities, and in
+MLP 3072-1024-512-10 and LeNet-5 (28x28) at density 0.1 and 0.05: ERK layer densities (or
+``--distribution uniform``: every layer at d, as a per-layer "90 % sparsity"), and in
 every layer each output keeps the same number of inputs, k = round(d_l · fan-in size), drawn at
 random (the constant fan-in that condensed needs, as SRigL trains; a layer ERK makes dense stays
 dense). ``lenet5`` keeps its two convolutions dense in every format (``dense_layers``);
@@ -8,7 +9,8 @@ dense). ``lenet5`` keeps its two convolutions dense in every format (``dense_lay
 is exported by ``dstlab.export`` and loaded with ``load_into``:
 
 - ``dense``: the masked model itself (exact zeros; torch's dense kernels);
-- ``csr`` / ``condensed``: with dstlab installed (its numba kernels);
+- ``csr`` / ``condensed``: with dstlab installed (its numba kernels for a batch; for one sample
+  the torch path below, which was faster);
 - ``csr_torch`` / ``condensed_torch``: what a program without dstlab gets (``torch.addmm`` on
   ``torch.sparse_csr``; ``embedding_bag``'s fused gather and dot, one column through a CSR view).
 
@@ -66,12 +68,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def fan_in_model(name: str, shape: tuple[int, ...], density: float, seed: int = 0) -> nn.Module:
-    """The model with ERK layer densities and one fan-in per layer; inactive weights 0."""
+def fan_in_model(
+    name: str, shape: tuple[int, ...], density: float, distribution: str = "erk", seed: int = 0
+) -> nn.Module:
+    """The model with its layer densities and one fan-in per layer; inactive weights 0."""
     torch.manual_seed(seed)
     model = create_model(name, input_shape=shape, num_classes=10).eval()
     weights = {n: p for n, p in model.named_parameters() if p.dim() >= 2}
-    densities = layer_densities({n: tuple(p.shape) for n, p in weights.items()}, density, "erk")
+    shapes = {n: tuple(p.shape) for n, p in weights.items()}
+    densities = layer_densities(shapes, density, distribution)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in weights.items():
@@ -144,6 +149,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--densities", default="0.1,0.05")
     parser.add_argument("--batches", default="1,256")
+    parser.add_argument("--distribution", choices=("erk", "uniform"), default="erk")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
@@ -153,11 +159,12 @@ def main() -> None:
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "distribution": args.distribution,
         "load_average_before": round(os.getloadavg()[0], 2),
     }
     print(
         f"{machine['cpu']}, {machine['threads']} torch threads, torch {machine['torch']}, "
-        f"load average {machine['load_average_before']}",
+        f"{args.distribution} densities, load average {machine['load_average_before']}",
         flush=True,
     )
     header = f"{'model':12} {'d':>5} {'batch':>5} {'dense ms':>9}" + "".join(
@@ -168,7 +175,7 @@ def main() -> None:
     for key in args.models.split(","):
         name, shape, dense_layers = MODELS[key]
         for density in (float(d) for d in args.densities.split(",")):
-            model = fan_in_model(name, shape, density)
+            model = fan_in_model(name, shape, density, args.distribution)
             formats, sizes = variants(model, name, shape, dense_layers)
             for batch in (int(b) for b in args.batches.split(",")):
                 x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1))

@@ -16,7 +16,8 @@ model (see ``dstlab.export``)::
 
 Convolutions unfold their input, so one product serves both kinds. When dstlab is installed with
 numba, CSR and condensed layers use its compiled kernels under ``torch.no_grad()`` (the same
-products, summed in another order); ``FAST_KERNELS = False`` keeps them on torch.
+products, summed in another order) for more than one sample; ``FAST_KERNELS = False`` keeps
+them on torch.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ def _fast():
 
 
 def _fast_for(xt: torch.Tensor, values: torch.Tensor):
-    """The compiled kernels when they apply: CPU, float32/64 alike, no autograd graph wanted."""
-    if not FAST_KERNELS or xt.device.type != "cpu" or xt.dtype != values.dtype:
+    """The compiled kernels when they apply: more than one column (torch's sparse
+    matrix-vector product was faster for one), CPU, float32/64 alike, no autograd graph."""
+    if not FAST_KERNELS or xt.shape[1] == 1:
+        return None
+    if xt.device.type != "cpu" or xt.dtype != values.dtype:
         return None
     if xt.dtype not in (torch.float32, torch.float64):
         return None
