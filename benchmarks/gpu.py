@@ -2,7 +2,11 @@
 
 1. a dense training step against a DST step (masked backend, density 0.1) in fp32 and bf16;
 2. one topology update, in dense steps (the extra time of an update step over a plain DST step);
-3. a 1-epoch `dstlab train --device cuda` of ResNet-56 on synthetic CIFAR-10 files.
+3. a 1-epoch `dstlab train --device cuda` of ResNet-56 on synthetic CIFAR-10 files;
+4. inference of the exported MLP 3072-1024-512-10 in fp16 at batch 1 and 256 (issue 19): dense
+   against `semi_structured` (2:4 masks, `torch.sparse.to_sparse_semi_structured`) and against
+   `csr` and `condensed` moved to the GPU (torch's products; a format the GPU refuses is
+   recorded with its error).
 
 Targets, as on the CPU: DST step ≤ 1.05× dense, one update ≤ 2 dense steps. Under 5 minutes.
 
@@ -133,6 +137,73 @@ def one_epoch(args: argparse.Namespace) -> dict:
     return out
 
 
+def two_four_mlp() -> tuple[nn.Module, dict]:
+    """MLP 3072-1024-512-10 with 2 random weights kept in every 4 inputs of fc1 and fc2."""
+    torch.manual_seed(0)
+    model = create_model("mlp_cifar10").eval()
+    masks = {}
+    for name in ("fc1", "fc2"):
+        weight = model.get_submodule(name).weight
+        groups = torch.rand(weight.shape[0], weight.shape[1] // 4, 4).argsort(-1) < 2
+        masks[f"{name}.weight"] = groups.reshape(weight.shape)
+        with torch.no_grad():
+            weight.mul_(masks[f"{name}.weight"])
+    return model, masks
+
+
+def cuda_times(model: nn.Module, x: torch.Tensor, calls: int) -> float:
+    """Median seconds of one forward call, synchronised."""
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+        for _ in range(calls):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(x)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def exported(args: argparse.Namespace) -> dict:
+    from dstlab.export import export, load_into
+
+    model, masks = two_four_mlp()
+    formats: dict = {}
+    for fmt in ("semi_structured", "csr", "condensed"):
+        try:
+            ex = export(model, format=fmt, masks=masks)
+            formats[fmt] = load_into(create_model("mlp_cifar10"), ex).eval().cuda().half()
+        except Exception as error:  # a format the GPU refuses is a result too
+            formats[fmt] = f"{type(error).__name__}: {error}"
+    formats = {"dense": model.cuda().half(), **formats}
+    out: dict = {}
+    for batch in (1, 256):
+        x = torch.randn(batch, 3072, device="cuda", dtype=torch.float16)
+        with torch.inference_mode():
+            reference = model(x)
+        row: dict = {}
+        for fmt, candidate in formats.items():
+            if isinstance(candidate, str):
+                row[fmt] = candidate
+                continue
+            try:
+                with torch.inference_mode():
+                    error = (candidate(x) - reference).abs().max().item()
+                ms = 1e3 * cuda_times(candidate, x, args.steps * 5)
+                row[fmt] = {"ms": round(ms, 4), "max_abs_diff": error}
+            except Exception as error:  # e.g. a product this GPU build lacks
+                row[fmt] = f"{type(error).__name__}: {error}"
+        dense = row["dense"]["ms"]
+        for value in row.values():
+            if isinstance(value, dict):
+                value["speedup"] = round(dense / value["ms"], 2)
+        out[f"batch_{batch}"] = row
+        print(f"exported MLP fp16, batch {batch}:", row, flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="steps per timed block")
@@ -146,6 +217,7 @@ def main() -> None:
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
     results["steps"] = steps(args)
     results["train_one_epoch"] = one_epoch(args)
+    results["exported"] = exported(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -19,7 +19,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from dstlab.errors import DstlabError  # noqa: E402
 
 # rooms that contribute sub-commands, in the order `dstlab --help` lists them
-_ROOMS = ("dstlab.run.cli_args", "dstlab.study.cli_args", "dstlab.analysis.cli_args")
+_ROOMS = (
+    "dstlab.run.cli_args",
+    "dstlab.study.cli_args",
+    "dstlab.analysis.cli_args",
+    "dstlab.export.cli_args",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
