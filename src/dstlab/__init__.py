@@ -1,4 +1,4 @@
-"""dstlab: Dynamic Sparse Training for PyTorch (the public names of SPEC §10).
+"""dstlab: Dynamic Sparse Training for PyTorch (the public names of DESIGN §10).
 
 Names load on first use, so ``import dstlab.cli`` can set process options before torch loads."""
 

@@ -1,4 +1,4 @@
-"""Shared checks of the integration tests: SPEC §3 invariants on a model under DST."""
+"""Shared checks of the integration tests: DESIGN §3 invariants on a model under DST."""
 
 from __future__ import annotations
 

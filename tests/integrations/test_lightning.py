@@ -45,7 +45,7 @@ def _loader() -> DataLoader:
 
 
 class CheckEveryStep(pl.Callback):
-    """SPEC §3 after every optimizer step (between accumulated batches the gradients are
+    """DESIGN §3 after every optimizer step (between accumulated batches the gradients are
     still being summed, so only weights and state are final there)."""
 
     def __init__(self, dst_callback: DSTCallback) -> None:

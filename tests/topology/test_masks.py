@@ -70,8 +70,7 @@ def test_a_regrown_weight_follows_adams_formula_from_zero():
     pos = (~target.mask).nonzero()[0].tolist()
     new = target.mask.clone()
     new[pos[0], pos[1]] = True
-    changed = new ^ target.mask
-    target.apply(new, changed, opt)
+    _grow(target, new, opt)
     state = opt.state[param]
     assert param[pos[0], pos[1]] == 0 and state["exp_avg"][pos[0], pos[1]] == 0
     grad = torch.randn(6, 5, generator=g)
@@ -103,6 +102,14 @@ def test_sgd_momentum_of_a_regrown_weight_starts_from_zero():
     opt.step()
     new = mask.clone()
     new[0, 10] = True
-    target.apply(new, new ^ mask, opt)
+    _grow(target, new, opt)
     buf = opt.state[param]["momentum_buffer"]
     assert buf[0, 10] == 0 and param[0, 10] == 0 and torch.all(buf[~new] == 0)
+
+
+def _grow(target: MaskedTarget, new: torch.Tensor, optimizer) -> None:
+    """Make ``new`` (the target's mask plus grown positions) the target's mask, as an update
+    that prunes nothing does."""
+    active = target.active_flat()
+    grown = (new & ~target.mask).reshape(-1).nonzero().squeeze(1)
+    target.apply_positions(active, torch.zeros_like(active, dtype=torch.bool), grown, optimizer)

@@ -1,4 +1,4 @@
-"""Momentum growth (SNFS, SPEC §5): the engine's own EMA of the dense gradient before masking."""
+"""Momentum growth (SNFS, DESIGN §5): the engine's own EMA of the dense gradient before masking."""
 
 import pytest
 import torch

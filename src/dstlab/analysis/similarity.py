@@ -24,7 +24,7 @@ import pandas as pd
 
 from dstlab.analysis.results import NONE, RecordReader
 
-# the order of SPEC §4, so heatmaps read the same way in every report
+# the order of DESIGN §4, so heatmaps read the same way in every report
 CRITERIA_ORDER = (
     "magnitude",
     "set",

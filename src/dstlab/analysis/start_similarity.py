@@ -1,4 +1,4 @@
-"""The "at the start" mask-similarity experiment (SPEC §6) as tables and a figure.
+"""The "at the start" mask-similarity experiment (DESIGN §7) as tables and a figure.
 
 ``dstlab.run.start_similarity`` measures it (one Jaccard matrix per fraction, with each layer's
 candidates and removal sizes); this module adds the Jaccard two random removals of the same

@@ -164,7 +164,7 @@ class RunConfig:
         observer=True,
     )
     # "mask similarity at the start": before training, record what each shadow criterion would
-    # remove from the initial network at each of these constant fractions (SPEC §6)
+    # remove from the initial network at each of these constant fractions (DESIGN §7)
     start_similarity: tuple[float, ...] = _option(
         (),
         "topology",

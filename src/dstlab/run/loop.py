@@ -565,7 +565,7 @@ class _Run:
         return sum(t.active for t in self.dst.targets) / total if total else 1.0
 
     def _start_similarity(self) -> None:
-        """SPEC §6 "at the start" on the first batch of the first epoch's order; the run itself
+        """DESIGN §7 "at the start" on the first batch of the first epoch's order; the run itself
         is left untouched."""
         c = self.config
         criteria = list(c.shadow_criteria)

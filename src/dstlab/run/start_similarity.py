@@ -1,4 +1,4 @@
-"""The "mask similarity at the start" experiment (SPEC §6): what each pruning criterion would
+"""The "mask similarity at the start" experiment (DESIGN §7): what each pruning criterion would
 remove from the initial sparse network, judged on one batch's gradient (no training step), at
 constant fractions.
 

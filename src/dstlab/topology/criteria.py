@@ -1,4 +1,4 @@
-"""Pruning and growth criteria (SPEC §4–5) and their registry.
+"""Pruning and growth criteria (DESIGN §4–5) and their registry.
 
 A pruner scores active weights (lowest pruned first); a grower scores inactive positions
 (highest grown first). Scores are elementwise, so they are computed on the gathered active (or
@@ -106,20 +106,6 @@ class Pruner:
         require_finite(scores, f"'{self.name}' pruning")
         return scores
 
-    def active_scores(
-        self,
-        weight: torch.Tensor,
-        grad: torch.Tensor | None,
-        mask: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat indices of the active weights of a dense ``weight`` and their (finite) scores."""
-        candidates = mask.reshape(-1).nonzero().squeeze(1)
-        active_grad = None if grad is None else grad.reshape(-1)[candidates]
-        return candidates, self.scores_of_active(
-            weight.reshape(-1)[candidates], active_grad, generator
-        )
-
     @property
     def dense_only(self) -> bool:
         """Whether this criterion overrides only the dense :meth:`select` (a subclass written
@@ -135,7 +121,7 @@ class Grower:
     """Activates the n inactive positions with the highest score."""
 
     name = "grower"
-    #: whether the engine must keep and pass the momentum of the dense gradient (SPEC §5), an
+    #: whether the engine must keep and pass the momentum of the dense gradient (DESIGN §5), an
     #: extra tensor per layer that only such growers cost
     needs_momentum = False
     #: whether :meth:`score` reads the weight: a sparse layer forms no dense weight rows for a
@@ -320,12 +306,12 @@ def _options_of(factory: Callable[..., Any]) -> set[str] | None:
 
 
 def get_pruner(name: str, **params: Any) -> Pruner:
-    """A pruning criterion by name (SPEC §4), e.g. ``get_pruner("mest", gamma=1.0)``."""
+    """A pruning criterion by name (DESIGN §4), e.g. ``get_pruner("mest", gamma=1.0)``."""
     return _build(PRUNERS, name, params)
 
 
 def get_grower(name: str, **params: Any) -> Grower:
-    """A growth criterion by name (SPEC §5)."""
+    """A growth criterion by name (DESIGN §5)."""
     return _build(GROWERS, name, params)
 
 

@@ -1,5 +1,5 @@
 """Per-layer densities: `uniform`, `er` (Erdős–Rényi) and `erk` (ER-Kernel), all balanced so the
-total active count equals density × total (SPEC §2)."""
+total active count equals density × total (DESIGN §2)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The DST engine: wraps the user's optimizer; every `update_every` steps it prunes and regrows
-each sparse layer (SPEC §3). Pure PyTorch: no files, no datasets."""
+each sparse layer (DESIGN §3). Pure PyTorch: no files, no datasets."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class DST:
     ``backend="sparse", backend_options={"rule": SparseRule(force=True)}``.
 
     The defaults are those of ``dstlab train`` (``RunConfig``): ``update_every=100`` is RigL's
-    period; the study's CIFAR runs set 800 (SPEC §8). Every option with a range or a set of
+    period; the study's CIFAR runs set 800 (docs/STUDIES.md). Every option with a range or a set of
     values is checked before anything is built, by
     :func:`~dstlab.topology.validation.check_dst_options`, which a run's config calls too: a
     bad value is one sentence, the same from either.
@@ -194,7 +194,7 @@ class DST:
         self.step_count = 0
         self.records: list[dict[str, Any]] = []
         self._smoothed: dict[str, torch.Tensor] = {}
-        # EMA of the dense gradient before masking, for growers that rank by momentum (SPEC §5)
+        # EMA of the dense gradient before masking, for growers that rank by momentum (DESIGN §5)
         self._keeps_momentum = self.grower.needs_momentum and not self.static
         self._grad_momentum: dict[str, torch.Tensor] = {}
         self._exact_optimizer = isinstance(optimizer, _ZERO_PRESERVING)
@@ -639,7 +639,7 @@ class DST:
             m.mul_(beta).add_(grad, alpha=1.0 - beta)
 
     def _smooth_scores(self) -> None:
-        """EMA of the pruning score between updates (an extra of SPEC §4)."""
+        """EMA of the pruning score between updates (an extra of DESIGN §4)."""
         beta = self.score_smoothing
         for target in self.targets:
             if target.compact:  # the active weights only: the set does not move between updates

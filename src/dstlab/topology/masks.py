@@ -177,16 +177,6 @@ class MaskedTarget:
             self.param.grad.mul_(self._keep)
 
     @torch.no_grad()
-    def apply(self, new_mask: torch.Tensor, changed: torch.Tensor, optimizer) -> None:
-        """Adopt `new_mask`; weights and optimizer state restart at 0 at every `changed`
-        position (pruned or grown)."""
-        self.mask = new_mask
-        self.param.masked_fill_(changed, 0.0)
-        for buffer in state_tensors(optimizer, self.param):
-            buffer.masked_fill_(changed, 0.0)
-        self.mask_grad()
-
-    @torch.no_grad()
     def enforce(self, optimizer) -> None:
         """Zero weights, gradient and optimizer state wherever the mask is off."""
         off = ~self.mask

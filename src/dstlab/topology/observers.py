@@ -1,5 +1,5 @@
 """Measurements of how the topology moves: ITOP rate, churn, and the Jaccard similarity of the
-sets different criteria would remove (SPEC §6)."""
+sets different criteria would remove (DESIGN §7)."""
 
 from __future__ import annotations
 
