@@ -74,8 +74,10 @@ def test_an_update_of_a_huge_layer_stays_far_below_its_dense_size_in_rss(grow):
     # about 25 MB, far below the 2,500 MB of a bool mask (let alone the 10 GB weight); before
     # the block buffers were reused, glibc's heap kept 0.1-2 GB of freed blocks resident
     assert peak_mb < 64, peak_mb
-    # and what the update freed went back to the system
-    assert after_mb < 16, after_mb
+    # and what the update freed went back to the system: 8-9 MB stay resident here (the layer,
+    # its optimizer state, the classifier, the batch), once 17 MB under heavy load; without the
+    # trim, hundreds of MB of freed blocks stayed
+    assert after_mb < 32, after_mb
 
 
 def _model(seed=0):
