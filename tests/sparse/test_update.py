@@ -68,10 +68,10 @@ def test_growth_blocks_reuse_one_buffer_per_input_and_skip_the_weight_rigl_does_
     else:  # the dense gradient is then known at the active positions only
         dense_grad = layer.to_dense(layer.values.grad)
     gradient = target.gradient()
-    blocks = list(target._blocks(gradient, None, get_grower("gradient").needs_weight))
+    blocks = list(target.row_blocks(gradient, None, get_grower("gradient").needs_weight))
     assert len(blocks) == 8 and all(w is None for _, w, _, _ in blocks)
     assert len({g.data_ptr() for _, _, g, _ in blocks}) == 1  # one buffer, block after block
-    with_weight = target._blocks(gradient, None, True)
+    with_weight = target.row_blocks(gradient, None, True)
     for (offset, weight, grad, _), r0 in zip(with_weight, range(0, 30, 4), strict=True):
         assert offset == r0 * 40
         torch.testing.assert_close(weight, layer.to_dense()[r0 : r0 + 4])
