@@ -56,16 +56,17 @@ start() {
   local mem; mem=$(awk '/MemAvailable/ {print int($2 / 1024) - 1024}' /proc/meminfo)
   ((mem > 512)) || mem=512
 
-  # 1. munge (daemonises itself; its PID file names it)
-  install -d -o munge -g munge /run/munge
-  if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-    rm -f /run/munge/munged.pid
-    runuser -u munge -- /usr/sbin/munged 2>>"$D/log/munged.out" \
-      || die "munged did not start (see $D/log/munged.out)"
-    wait_for 10 munged bash -c 'munge -n | unmunge'
-    wait_for 5 "munged's PID file" test -s /run/munge/munged.pid
-    record munged "$(cat /run/munge/munged.pid)"
-  fi
+  # 1. munge: a private daemon on its own socket (daemonises itself; its PID file names it).
+  # The system's socket is shared: a second cluster reusing it would lose authentication the
+  # moment the first one stopped the daemon it started.
+  local sock=$D/munge/munge.socket.2
+  install -d -m 755 -o munge -g munge "$D/munge"
+  runuser -u munge -- /usr/sbin/munged --socket="$sock" --pid-file="$D/munge/munged.pid" \
+    --log-file="$D/munge/munged.log" --seed-file="$D/munge/munged.seed" \
+    2>>"$D/log/munged.out" || die "munged did not start (see $D/log/munged.out and $D/munge/munged.log)"
+  wait_for 5 "munged's PID file" test -s "$D/munge/munged.pid"
+  record munged "$(cat "$D/munge/munged.pid")"
+  wait_for 10 munged bash -c "munge -S '$sock' -n | unmunge -S '$sock'"
 
   # 2. accounting: a private MariaDB and slurmdbd (submitit polls job states with sacct)
   install -d -o mysql -g mysql "$D/mysql" "$D/run/mysql"
@@ -89,6 +90,7 @@ FLUSH PRIVILEGES;
 SQL
   cat >"$D/slurmdbd.conf" <<CONF
 AuthType=auth/munge
+AuthInfo=socket=$sock
 DbdAddr=127.0.0.1
 DbdPort=$((base + 2))
 DbdHost=localhost
@@ -111,7 +113,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 # default 120 s: a requeued job would wait that long before it can start again
-AuthInfo=cred_expire=10
+AuthInfo=cred_expire=10,socket=$sock
 CryptoType=crypto/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
@@ -119,6 +121,8 @@ TaskPlugin=task/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$((base + 2))
+# for MUNGE, the socket that authenticates with slurmdbd (clients and daemons alike)
+AccountingStoragePass=$sock
 SlurmctldPort=$base
 SlurmdPort=$((base + 1))
 JobAcctGatherType=jobacct_gather/linux

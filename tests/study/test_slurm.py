@@ -334,3 +334,43 @@ def test_usr2_saves_a_running_job_at_its_step_then_the_requeued_job_resumes_ther
     frame = read_results(out).set_index("run_id")
     assert frame[COMPARED].equals(read_results(tmp_path / "local").set_index("run_id")[COMPARED])
     assert_same_state(final_state(expected), final_state(run_dir))
+
+
+def test_a_second_cluster_stopping_leaves_this_one_authenticating(slurm):
+    """Two clusters on one machine (two test sessions, a user's and CI's) share no daemon: each
+    runs its own munged on its own socket, so stopping one (which kills the PIDs it started)
+    leaves the other's jobs and accounting working."""
+    other = Path(tempfile.mkdtemp(prefix="dstlab-slurm-"))
+    env = {**os.environ, "DSTLAB_SLURM_DIR": str(other), "DSTLAB_SLURM_PORT": str(_free_ports(4))}
+    try:
+        started = subprocess.run(
+            ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180
+        )
+        assert started.returncode == 0, started.stderr
+        mine = Path(slurm["DSTLAB_SLURM_DIR"])
+        for cluster in (mine, other):  # each started and recorded a munged of its own
+            assert (cluster / "pids" / "munged").is_file()
+            assert (
+                f"AuthInfo=cred_expire=10,socket={cluster}/munge/"
+                in (cluster / "slurm.conf").read_text()
+            )
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(other, ignore_errors=True)
+    submitted = subprocess.run(
+        ["sbatch", "--parsable", "--wrap", "true"], env=slurm, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 60
+    while True:  # sacct talks to slurmdbd: the authentication the other cluster's stop broke
+        accounted = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-o", "State", "-j", job], env=slurm,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert accounted.returncode == 0, accounted.stderr
+        if accounted.stdout.strip() == "COMPLETED":
+            break
+        assert time.monotonic() < deadline, f"job {job} is {accounted.stdout.strip()!r}"
+        time.sleep(0.2)
