@@ -159,8 +159,32 @@ CONF
   echo "export SLURM_CONF=$D/slurm.conf DSTLAB_SLURM_DIR=$D"
 }
 
+job_processes() {  # this cluster's jobs: every slurmstepd its slurmd started (their
+  # environment names this cluster's slurm.conf) and everything below them
+  local conf="SLURM_CONF=$D/slurm.conf" pid ppid roots=() found=()
+  for pid in $(pgrep -x slurmstepd); do
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "$conf" && roots+=("$pid")
+  done
+  ((${#roots[@]})) || return 0
+  found=("${roots[@]}")
+  local grew=1
+  while ((grew)); do  # add children until nothing new
+    grew=0
+    while read -r pid ppid; do
+      [[ " ${found[*]} " == *" $ppid "* && " ${found[*]} " != *" $pid "* ]] || continue
+      found+=("$pid"); grew=1
+    done < <(ps -eo pid=,ppid=)
+  done
+  echo "${found[@]}"
+}
+
 stop() {
   [[ -n $D && -d $D/pids ]] || die "no cluster recorded; set DSTLAB_SLURM_DIR to the directory start printed."
+  # a job's processes outlive slurmd (a suspended one stays frozen): SIGKILL ends them, stopped
+  # or not; found before slurmd goes, while its slurmsteps still name the cluster
+  local jobs; jobs=$(job_processes)
+  # shellcheck disable=SC2086
+  [[ -z $jobs ]] || kill -KILL $jobs 2>/dev/null || true
   local names=(slurmd slurmctld slurmdbd mariadbd munged) pids=() name pid
   for name in "${names[@]}"; do  # each PID is the one start recorded
     [[ -f $D/pids/$name ]] || continue

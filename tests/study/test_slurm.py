@@ -336,12 +336,25 @@ def test_usr2_saves_a_running_job_at_its_step_then_the_requeued_job_resumes_ther
     assert_same_state(final_state(expected), final_state(run_dir))
 
 
-def test_a_second_cluster_stopping_leaves_this_one_authenticating(slurm):
+def _processes_naming(conf: Path) -> list[int]:
+    """PIDs whose environment names ``conf`` as SLURM_CONF (a cluster's jobs and daemons)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"SLURM_CONF={conf}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def test_a_second_cluster_stops_with_its_jobs_and_leaves_this_one_working(slurm):
     """Two clusters on one machine (two test sessions, a user's and CI's) share no daemon: each
-    runs its own munged on its own socket, so stopping one (which kills the PIDs it started)
-    leaves the other's jobs and accounting working."""
+    runs its own munged on its own socket, so stopping one (which kills the PIDs it started and
+    its jobs' processes, a frozen job's too) leaves the other's jobs and accounting working."""
     other = Path(tempfile.mkdtemp(prefix="dstlab-slurm-"))
     env = {**os.environ, "DSTLAB_SLURM_DIR": str(other), "DSTLAB_SLURM_PORT": str(_free_ports(4))}
+    job_env = {**env, "SLURM_CONF": str(other / "slurm.conf")}
     try:
         started = subprocess.run(
             ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=180
@@ -354,9 +367,22 @@ def test_a_second_cluster_stopping_leaves_this_one_authenticating(slurm):
                 f"AuthInfo=cred_expire=10,socket={cluster}/munge/"
                 in (cluster / "slurm.conf").read_text()
             )
+        submitted = subprocess.run(
+            ["sbatch", "--parsable", "--wrap", "srun sleep 600"], env=job_env,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        frozen = submitted.stdout.strip().split(";")[0]
+        _wait_for_state(job_env, [frozen], "RUNNING")
+        _slurm_command(job_env, "scontrol", "suspend", frozen)
+        _wait_for_state(job_env, [frozen], "SUSPENDED")
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(other, ignore_errors=True)
+    deadline = time.monotonic() + 10
+    while left := _processes_naming(other / "slurm.conf"):
+        assert time.monotonic() < deadline, f"processes of the stopped cluster live on: {left}"
+        time.sleep(0.1)
     submitted = subprocess.run(
         ["sbatch", "--parsable", "--wrap", "true"], env=slurm, capture_output=True, text=True,
         timeout=60,
