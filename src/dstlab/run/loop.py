@@ -57,20 +57,9 @@ def train(
     (e.g. a study's name and grid point) go to the trackers of `config.log`."""
     out = Path(out_dir)
     device = _rank_device(config.device)  # a device this host lacks: refused before any folder
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"cannot create the run directory {out} ({error.strerror}).") from None
-    previous = files.read_json(out / files.RESULT)
-    has_checkpoint = (out / files.CHECKPOINT).exists()
-    if not resume and (has_checkpoint or (previous or {}).get("status") in files.FINAL):
-        raise ConfigError(
-            f"{out} already holds a run; continue it with --resume {out} or choose another --out."
-        )
-    if resume:
-        _check_same_run(out, config)
-        if previous is not None and previous.get("status") in files.FINAL:
-            return previous
+    previous, has_checkpoint = open_run_dir(config, out, resume)
+    if previous is not None and previous.get("status") in files.FINAL:
+        return previous
     group = distributed.join(device)
     started = time.monotonic()
     run: _Run | None = None
@@ -78,11 +67,7 @@ def train(
     try:
         config = config.replace(nproc=distributed.check_world(config.nproc, group))
         if group.main:
-            files.remove_temporaries(out)  # of a write that a kill interrupted
-            files.write_yaml(out / files.CONFIG, config.to_dict())
-            # a failed result of an earlier attempt no longer describes this one
-            if previous is not None and (out / files.RESULT).exists():
-                (out / files.RESULT).unlink()
+            start_run_dir(config, out, previous)
         run = _Run(
             config,
             out,
@@ -117,6 +102,33 @@ def train(
             if clean and run is not None:
                 run.net = run.model  # the DDP wrapper holds the group; `leave` must free it
             distributed.leave(clean)
+
+
+def open_run_dir(config: RunConfig, out: Path, resume: bool) -> tuple[dict[str, Any] | None, bool]:
+    """(the directory's stored result, whether it holds a checkpoint), after refusing a run
+    directory that holds another run; a stored result in ``files.FINAL`` means nothing to do."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the run directory {out} ({error.strerror}).") from None
+    previous = files.read_json(out / files.RESULT)
+    has_checkpoint = (out / files.CHECKPOINT).exists()
+    if not resume and (has_checkpoint or (previous or {}).get("status") in files.FINAL):
+        raise ConfigError(
+            f"{out} already holds a run; continue it with --resume {out} or choose another --out."
+        )
+    if resume:
+        _check_same_run(out, config)
+    return previous, has_checkpoint
+
+
+def start_run_dir(config: RunConfig, out: Path, previous: dict[str, Any] | None) -> None:
+    """The directory's files before training: the config, no leftover of an earlier attempt."""
+    files.remove_temporaries(out)  # of a write that a kill interrupted
+    files.write_yaml(out / files.CONFIG, config.to_dict())
+    # a failed result of an earlier attempt no longer describes this one
+    if previous is not None and (out / files.RESULT).exists():
+        (out / files.RESULT).unlink()
 
 
 def _rank_device(name: str) -> torch.device:
@@ -444,9 +456,8 @@ class _Run:
         if self.trackers is not None:
             self.trackers.log(record)
 
-    def _end_epoch(self, bar: Any) -> None:
+    def _end_epoch(self, bar: Any, val_acc: float | None) -> None:
         loss_sum, correct, count = self.sums
-        val_acc = self.accuracy(self.ds.val)
         record = {
             "kind": "epoch",
             "epoch": self.epoch + 1,
@@ -502,12 +513,13 @@ class _Run:
                 while self.epoch < c.epochs and diverged_step is None:
                     diverged_step = self._train_epoch(bar)
                     if diverged_step is None:
-                        self._end_epoch(bar)
+                        self._end_epoch(bar, self.accuracy(self.ds.val))
         finally:
             bar.close()
-        return self._finish(diverged_step)
+        return self._finish(diverged_step, self._test_accuracies(diverged_step))
 
-    def _finish(self, diverged_step: int | None) -> dict[str, Any]:
+    def _test_accuracies(self, diverged_step: int | None) -> tuple[float | None, float | None]:
+        """Test accuracy of the final weights and of the best-validation ones."""
         test_acc = None if diverged_step else self.accuracy(self.ds.test)
         test_best = test_acc
         if self.best["state"] is not None:
@@ -515,6 +527,12 @@ class _Run:
             self.model.load_state_dict(self.best["state"])
             test_best = self.accuracy(self.ds.test)
             self.model.load_state_dict(final_state)
+        return test_acc, test_best
+
+    def _finish(
+        self, diverged_step: int | None, accuracies: tuple[float | None, float | None]
+    ) -> dict[str, Any]:
+        test_acc, test_best = accuracies
         result = _result(
             files.DIVERGED if diverged_step else files.DONE,
             test_acc=test_acc,
@@ -611,7 +629,11 @@ class _Run:
         if not self.group.main:
             self.last_save = time.monotonic()
             return
-        state = {
+        files.save_checkpoint(self.out / files.CHECKPOINT, self._checkpoint_state(streams, every))
+        self.last_save = time.monotonic()
+
+    def _checkpoint_state(self, streams: dict[str, Any], every: list[Any]) -> dict[str, Any]:
+        return {
             "version": 1,
             "config": self.config.to_dict(),
             "position": {"epoch": self.epoch, "batch": self.batch, "step": self.step},
@@ -627,8 +649,6 @@ class _Run:
             "metrics_bytes": self.metrics.sync(),
             "seconds": self.seconds(),
         }
-        files.save_checkpoint(self.out / files.CHECKPOINT, state)
-        self.last_save = time.monotonic()
 
     def _restore(self, ckpt: dict[str, Any]) -> int:
         """Load a checkpoint; returns how many bytes of metrics.jsonl it knows."""
