@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="validate, build every run's model and DST ahead and list the runs; run nothing",
     )
+    run.add_argument(
+        "--stack",
+        default="auto",
+        help="runs that differ only in seed, mode and engine options train together as one "
+        "stacked model, up to this many (default: auto; 1: every run alone)",
+    )
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
@@ -87,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         slurm=_slurm_options(args),
         retry_failed=args.retry_failed,
         progress=not args.no_progress,
+        stack=args.stack,
     )
     counts = ", ".join(f"{v} {k}" for k, v in report.counts.items() if v)
     print(

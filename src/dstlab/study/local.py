@@ -15,7 +15,7 @@ import threading
 import time
 from multiprocessing.connection import Connection, wait
 
-from dstlab.study.task import Outcome, RunFn, Task, execute, set_threads
+from dstlab.study.task import Outcome, RunFn, Work, execute_work, run_ids, set_threads
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -59,7 +59,7 @@ def _worker(conn: Connection, parent_pid: int, threads: int | None, run_fn: RunF
                 return
             if task is None:
                 return
-            conn.send(execute(task, run_fn))
+            conn.send(execute_work(task, run_fn))
     except _Stop:
         return
 
@@ -72,7 +72,7 @@ class _Slot:
         )
         self.process.start()
         child.close()
-        self.task: Task | None = None
+        self.task: Work | None = None
 
 
 class LocalExecutor:
@@ -85,7 +85,7 @@ class LocalExecutor:
         self._ctx = mp.get_context("spawn")
         self._slots: list[_Slot] = []
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Work) -> None:
         for dead in [s for s in self._slots if s.task is None and not s.process.is_alive()]:
             dead.conn.close()  # died while idle: replaced below
             self._slots.remove(dead)
@@ -114,18 +114,18 @@ class LocalExecutor:
                 continue
             task = slot.task
             try:
-                outcome = slot.conn.recv() if slot.conn.poll() else None
+                done = slot.conn.recv() if slot.conn.poll() else None
             except (EOFError, OSError):
-                outcome = None
-            if outcome is None and slot.process.is_alive():
+                done = None
+            if done is None and slot.process.is_alive():
                 continue
-            if outcome is None:  # the worker died mid-run (killed, out of memory, segfault)
+            if done is None:  # the worker died mid-run (killed, out of memory, segfault)
                 slot.process.join(1)
-                code = slot.process.exitcode
-                outcome = Outcome(task.run_id, None, f"WorkerDied: worker exited with code {code}")
+                died = f"WorkerDied: worker exited with code {slot.process.exitcode}"
+                done = [Outcome(run_id, None, died) for run_id in run_ids(task)]
                 self._slots.remove(slot)
             slot.task = None
-            outcomes.append(outcome)
+            outcomes.extend(done)
         return outcomes
 
     def close(self, kill: bool = False) -> None:

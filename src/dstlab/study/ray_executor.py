@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from dstlab.errors import ConfigError
-from dstlab.study.task import Outcome, RunFn, Task, error_text, execute, set_threads
+from dstlab.study.task import Outcome, RunFn, Work, error_text, execute_work, run_ids, set_threads
 
 
-def _ray_run(task: Task, run_fn: RunFn | None, threads: int | None) -> Outcome:
+def _ray_run(work: Work, run_fn: RunFn | None, threads: int | None) -> list[Outcome]:
     set_threads(threads)
-    return execute(task, run_fn)
+    return execute_work(work, run_fn)
 
 
 class RayExecutor:
@@ -36,7 +36,7 @@ class RayExecutor:
             ) from None
         self._ray = ray
         self._owns = False
-        self._pending: dict[Any, str] = {}
+        self._pending: dict[Any, list[str]] = {}
         if not ray.is_initialized():
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
@@ -62,9 +62,9 @@ class RayExecutor:
         self._run_fn = run_fn
         self._threads = threads
 
-    def submit(self, task: Task) -> None:
-        ref = self._remote.remote(task, self._run_fn, self._threads)
-        self._pending[ref] = task.run_id
+    def submit(self, work: Work) -> None:
+        ref = self._remote.remote(work, self._run_fn, self._threads)
+        self._pending[ref] = run_ids(work)
 
     def wait(self, timeout: float) -> list[Outcome]:
         if not self._pending:
@@ -72,11 +72,11 @@ class RayExecutor:
         ready, _ = self._ray.wait(list(self._pending), num_returns=1, timeout=timeout)
         outcomes = []
         for ref in ready:
-            run_id = self._pending.pop(ref)
+            ids = self._pending.pop(ref)
             try:
-                outcomes.append(self._ray.get(ref))
+                outcomes.extend(self._ray.get(ref))
             except Exception as error:  # the task or its worker crashed outside the run
-                outcomes.append(Outcome(run_id, None, error_text(error)))
+                outcomes.extend(Outcome(run_id, None, error_text(error)) for run_id in ids)
         return outcomes
 
     def close(self, kill: bool = False) -> None:

@@ -19,8 +19,9 @@ from dstlab.run import files
 from dstlab.study.preflight import check_spec
 from dstlab.study.results import RUNS_DIR
 from dstlab.study.spec import StudySpec, load_spec
+from dstlab.study.stacks import StackPlan, parse_stack
 from dstlab.study.store import FINAL, Claim, Store
-from dstlab.study.task import Outcome, RunFn, Task
+from dstlab.study.task import Outcome, RunFn, StackTask, Task, Work, run_ids
 
 if TYPE_CHECKING:
     from dstlab.study.slurm_executor import SlurmOptions
@@ -31,7 +32,7 @@ EXECUTORS = ("local", "ray", "slurm")
 class Executor(Protocol):
     capacity: int
 
-    def submit(self, task: Task) -> None: ...
+    def submit(self, work: Work) -> None: ...
     def wait(self, timeout: float) -> list[Outcome]: ...
     def close(self, kill: bool = False) -> None: ...
 
@@ -82,6 +83,7 @@ def run_study(
     run_fn: RunFn | None = None,
     stale_after: float = 120.0,
     heartbeat_every: float = 5.0,
+    stack: str | int = "auto",
 ) -> StudyReport:
     """Run every run of ``spec`` not yet done into study directory ``out``, after building each
     run's model and DST ahead (``dstlab.study.preflight``): a run that cannot start is a
@@ -90,13 +92,18 @@ def run_study(
     Done and diverged runs are skipped, interrupted ones resumed from their checkpoints, failed
     ones retried only with ``retry_failed``. ``run_fn`` (default ``dstlab.run.train``) is called
     as ``run_fn(config, run_dir, resume=..., progress=False)`` in the executor's workers.
-    ``slurm`` holds the per-run resources of the slurm executor."""
+    ``slurm`` holds the per-run resources of the slurm executor. ``stack`` (``auto``, or at most
+    that many) trains runs that differ only in seed, mode and engine options as one stacked
+    model (``dstlab.study.stacks``) on the local and Ray executors."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}.")
     if executor == "local" and (address or gpus):
         raise ConfigError("--address and --gpus apply to the ray executor; add --executor ray.")
     if slurm is not None and executor != "slurm":
         raise ConfigError("Slurm options apply to the slurm executor; add --executor slurm.")
+    stack_limit = parse_stack(stack)
+    if executor == "slurm" and (stack_limit or 1) > 1:
+        raise ConfigError("--stack applies to the local and ray executors; leave it out or give 1.")
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
     n_workers, n_threads = plan_workers(workers, threads)
@@ -140,7 +147,14 @@ def run_study(
             for rid, config in zip(ids, spec.runs, strict=True)
             if config.log
         }
-        ran = _drive(store, pool, out, allowed, len(ids), counts, progress, heartbeat_every, tags)
+        # a custom run function trains runs one by one; Slurm jobs hold one run each
+        stacking = run_fn is None and executor != "slurm" and stack_limit != 1
+        plan = StackPlan(
+            zip(ids, spec.runs, strict=True) if stacking else (), stack_limit, pool.capacity
+        )
+        ran = _drive(
+            store, pool, out, allowed, len(ids), counts, progress, heartbeat_every, tags, plan
+        )
         return StudyReport(store.counts(ids), ran, len(ids))
 
 
@@ -160,35 +174,47 @@ def _drive(
     progress: bool,
     heartbeat_every: float,
     tags: dict[str, dict[str, Any]],
+    plan: StackPlan,
 ) -> int:
     from tqdm import tqdm
 
     finished = counts["done"] + counts["diverged"] + counts["failed"]
     bar = tqdm(total=total, initial=finished, unit="run", disable=not progress, file=sys.stderr)
     inflight: dict[str, Claim] = {}
+    units: dict[str, set[str]] = {}  # each submitted task or stack: its runs still in flight
     ran = 0
     failed = counts["failed"]
     last_beat = time.monotonic()
     previous = _interrupt_on_sigterm()
     try:
         while True:
-            while len(inflight) < pool.capacity:
-                claim = store.claim(allowed)
-                if claim is None:
+            while len(units) < pool.capacity:
+                claims = _claim_unit(store, allowed, plan)
+                if not claims:
                     break
                 # a Slurm job may still be writing a run directory that looks abandoned
                 wipe = not getattr(pool, "jobs_outlive_driver", False)
-                task = _prepare(claim, out, tags.get(claim.run_id, {}), wipe=wipe)
-                if isinstance(task, dict):  # finished before a driver could record it
-                    store.finish(claim, task)
-                    bar.update(1)
-                    continue
-                inflight[claim.run_id] = claim
-                pool.submit(task)
+                tasks = []
+                for claim in claims:
+                    task = _prepare(claim, out, tags.get(claim.run_id, {}), wipe=wipe)
+                    if isinstance(task, dict):  # finished before a driver could record it
+                        store.finish(claim, task)
+                        bar.update(1)
+                        continue
+                    inflight[claim.run_id] = claim
+                    tasks.append(task)
+                if tasks:
+                    work = tasks[0] if len(tasks) == 1 else StackTask(tuple(tasks))
+                    units[work.run_id] = set(run_ids(work))
+                    pool.submit(work)
             if not inflight:
                 break
             for outcome in pool.wait(timeout=heartbeat_every):
                 claim = inflight.pop(outcome.run_id)
+                for unit, pending in list(units.items()):
+                    pending.discard(outcome.run_id)
+                    if not pending:
+                        del units[unit]
                 status = store.finish(claim, outcome.result, outcome.error)
                 ran += 1
                 failed += status == "failed"
@@ -206,6 +232,24 @@ def _drive(
         _restore_sigterm(previous)
     pool.close()
     return ran
+
+
+def _claim_unit(store: Store, allowed: set[str], plan: StackPlan) -> list[Claim]:
+    """The next run, and as many runs that may stack with it as its stack takes."""
+    first = store.claim(allowed)
+    if first is None:
+        return []
+    claims = [first]
+    partners, room = plan.partners(first.run_id)
+    partners &= allowed
+    while room > 0 and partners:
+        claim = store.claim(partners)
+        if claim is None:
+            break
+        claims.append(claim)
+        partners.discard(claim.run_id)
+        room -= 1
+    return claims
 
 
 def tracker_tags(spec: StudySpec, config: Any) -> dict[str, Any]:

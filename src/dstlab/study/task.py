@@ -24,6 +24,26 @@ class Task:
 
 
 @dataclass(frozen=True)
+class StackTask:
+    """Claimed runs that train together as one stacked model (``dstlab.run.stacked``); each
+    keeps its run directory and comes back as an outcome of its own."""
+
+    members: tuple[Task, ...]
+
+    @property
+    def run_id(self) -> str:
+        return self.members[0].run_id
+
+
+Work = Task | StackTask
+
+
+def run_ids(work: Work) -> list[str]:
+    """The runs a unit of work reports on."""
+    return [t.run_id for t in work.members] if isinstance(work, StackTask) else [work.run_id]
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What came back: the result dict, or the error text when the run raised."""
 
@@ -43,6 +63,37 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def execute_work(work: Work, run_fn: RunFn | None) -> list[Outcome]:
+    """Run a task or a stack in this process: one outcome per run."""
+    if isinstance(work, StackTask):
+        return execute_stack(work)
+    return [execute(work, run_fn)]
+
+
+def execute_stack(stack: StackTask) -> list[Outcome]:
+    """Train a stack's runs together; a member's failure is its own outcome's error, an error of
+    the whole stack (before any member trained) every member's."""
+    from dstlab.run.config import RunConfig
+    from dstlab.run.stacked import train_stack
+
+    members = stack.members
+    try:
+        results = train_stack(
+            [RunConfig.from_dict(t.config) for t in members],
+            [Path(t.run_dir) for t in members],
+            resume=True,
+            tags=[t.tags for t in members],
+        )
+    except Exception as error:
+        return [Outcome(t.run_id, None, error_text(error)) for t in members]
+    return [
+        Outcome(t.run_id, None, r.get("error") or "no result")
+        if r.get("status") == "failed" or not r
+        else Outcome(t.run_id, r, None)
+        for t, r in zip(members, results, strict=True)
+    ]
 
 
 def execute(task: Task, run_fn: RunFn | None) -> Outcome:
