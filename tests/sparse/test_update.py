@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from dstlab.sparse.backend import SparseTarget
 from dstlab.sparse.linear import SparseLinear
+from dstlab.sparse.target import SparseTarget
 from dstlab.sparse.update import sampled_grad, weight_rows
 from dstlab.topology import DST, get_grower
 from dstlab.topology.schedules import count_to_replace

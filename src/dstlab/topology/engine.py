@@ -12,7 +12,7 @@ from torch import nn
 
 from dstlab.errors import ConfigError
 from dstlab.topology import sorted_sets
-from dstlab.topology.backends import build_targets
+from dstlab.topology.backends import build_targets, native_layer
 from dstlab.topology.consistency import check_masks_agree
 from dstlab.topology.criteria import (
     Grower,
@@ -163,7 +163,7 @@ class DST:
         params, dense = sparsifiable_parameters(model, dense_layers, allow_none=bool(native))
         held = optimizer_parameters(optimizer)
         missing = [n for n in params if n not in dense and id(params[n]) not in held]
-        missing += [n for n, m in native.items() if id(m.dst_parameter()) not in held]
+        missing += [n for n, m in native.items() if id(native_layer(m).parameter(m)) not in held]
         if missing:
             raise ConfigError(
                 f"the optimizer does not hold the model's parameter {missing[0]!r}; "
@@ -187,7 +187,7 @@ class DST:
             backend, model, optimizer, {n: params[n] for n in masks}, masks, backend_options or {}
         )
         # layers built sparse (e.g. SparseLinear(n_in, n_out, density=...)) keep their density
-        self.targets += [m.dst_target(n, optimizer) for n, m in native.items()]
+        self.targets += [native_layer(m).target(n, m, optimizer) for n, m in native.items()]
         self.layer_density.update({n: m.density for n, m in native.items()})
         self._dense_numel = sum(params[n].numel() for n in dense)
         self.tracker = TopologyTracker(self._positions(), {t.name: t.numel for t in self.targets})
@@ -665,12 +665,13 @@ def _chosen(size: int, picked: torch.Tensor) -> torch.Tensor:
 
 
 def native_sparse_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """{weight name: module} of the layers that are sparse by construction: modules with a
-    ``dst_target(name, optimizer)`` method, e.g. ``dstlab.sparse.SparseLinear``."""
+    """{weight name: module} of the layers that are sparse by construction: modules of a type
+    registered with :func:`~dstlab.topology.backends.register_native_layer`, e.g.
+    ``dstlab.sparse.SparseLinear``."""
     return {
         f"{name}.weight" if name else "weight": module
         for name, module in model.named_modules()
-        if callable(getattr(module, "dst_target", None))
+        if native_layer(module) is not None
     }
 
 

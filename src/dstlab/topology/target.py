@@ -2,7 +2,7 @@
 
 The engine never touches a weight, its gradient or its optimizer state directly; it goes
 through a target. ``MaskedTarget`` (``topology/masks.py``: a dense weight and a bool mask) and
-the sparse backend's ``SparseTarget`` (``sparse/backend.py``: CSR values) both satisfy this
+the sparse backend's ``SparseTarget`` (``sparse/target.py``: CSR values) both satisfy this
 protocol, and so must a new backend's. Positions are flat indices into the weight's dense
 shape (row-major), held as sorted int64 tensors; a compact target never builds a dense tensor
 unless a member below says it does."""
