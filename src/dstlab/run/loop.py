@@ -543,7 +543,7 @@ class _Run:
             return 1.0
         # the targets' counts: `dst.masks` would build dense masks for truly sparse layers
         total = sum(t.numel for t in self.dst.targets)
-        return sum(t.active for t in self.dst.targets) / total if total else 1.0
+        return sum(t.active_count for t in self.dst.targets) / total if total else 1.0
 
     def _start_similarity(self) -> None:
         """DESIGN §7 "at the start" on the first batch of the first epoch's order; the run itself

@@ -22,7 +22,7 @@ class SparseGradient:
     def __init__(self, layer: SparseLinear, values_grad: torch.Tensor | None, capture: list):
         self.layer, self.values_grad, self.capture = layer, values_grad, capture
 
-    def active(self, flat: torch.Tensor) -> torch.Tensor:
+    def at(self, flat: torch.Tensor) -> torch.Tensor:
         if self.values_grad is not None:
             return self.values_grad
         return sampled_grad(self.layer, flat, self.capture)
@@ -56,11 +56,11 @@ class SparseTarget:
     a time (``block_bytes`` each), random growth samples positions outside the active set, and
     the update moves values, gradient and optimizer state to the new positions. The exceptions,
     each documented where it happens: :attr:`mask` (a dense bool view for the user, built on
-    demand, never by the engine), :meth:`grad` (the dense gradient, for the engine's EMA
-    behind momentum growth), and criteria that override only their dense ``select``.
+    demand, never by the engine), :meth:`dense_gradient` (for the engine's EMA behind momentum
+    growth), and criteria that override only their dense ``select``.
     """
 
-    compact = True
+    stores_active_only = True
     is_meta = False
 
     def __init__(
@@ -95,20 +95,20 @@ class SparseTarget:
         self.load_positions(value.reshape(-1).nonzero().squeeze(1))
 
     @property
-    def active(self) -> int:
+    def active_count(self) -> int:
         return self.layer.nnz
 
-    def active_flat(self) -> torch.Tensor:
+    def active_positions(self) -> torch.Tensor:
         return self.layer.flat_positions()
 
-    def active_values(self, flat: torch.Tensor) -> torch.Tensor:
+    def active_weights(self, flat: torch.Tensor) -> torch.Tensor:
         return self.layer.values.detach()
 
-    def weight(self) -> torch.Tensor:
+    def dense_weight(self) -> torch.Tensor:
         """The dense weight: only for criteria that read nothing but dense tensors."""
         return self.layer.to_dense()
 
-    def gradient(self, copy: bool = False) -> SparseGradient | None:
+    def gradient_reader(self, copy: bool = False) -> SparseGradient | None:
         grad = self.layer.values.grad
         if grad is None and not self.layer.capture:
             return None
@@ -116,10 +116,10 @@ class SparseTarget:
             grad = grad.clone()
         return SparseGradient(self.layer, grad, list(self.layer.capture))
 
-    def grad(self) -> torch.Tensor | None:
+    def dense_gradient(self) -> torch.Tensor | None:
         """The dense gradient: the engine's momentum EMA for momentum growth asks for it at
         every step (the one criterion whose state is dense-sized by nature)."""
-        gradient = self.gradient()
+        gradient = self.gradient_reader()
         return None if gradient is None else gradient.dense()
 
     def mask_grad(self) -> None:
@@ -135,7 +135,7 @@ class SparseTarget:
             mask[kept] = True
             grad = None if gradient is None else gradient.dense()
             chosen = grower.select(
-                self.weight(), grad, mask.view(self.shape), n, generator, momentum
+                self.dense_weight(), grad, mask.view(self.shape), n, generator, momentum
             )
             return chosen.reshape(-1).nonzero().squeeze(1)
         picked = grower.select_sparse(kept, self.numel, n, generator)
