@@ -205,7 +205,7 @@ def test_a_misspelt_choice_is_one_sentence_and_leaves_no_run(
 def test_a_study_run_with_nproc_hands_its_tracker_tags_to_its_ranks(tmp_path, monkeypatch):
     """`train_processes` (a study's nproc > 1 run) gives rank 0 the tags a one-process run
     gets, through the command line its ranks parse."""
-    from dstlab.run import distributed, files
+    from dstlab.run import files, launch
     from dstlab.run.cli_args import tags_from_args
     from dstlab.study.task import Task, execute
 
@@ -215,7 +215,7 @@ def test_a_study_run_with_nproc_hands_its_tracker_tags_to_its_ranks(tmp_path, mo
         launched.append(argv)
         files.write_json(out / files.RESULT, {"status": "done"})
 
-    monkeypatch.setattr(distributed, "launch_and_record", launch_and_record)
+    monkeypatch.setattr(launch, "launch_and_record", launch_and_record)
     tags = {"study": "tagged", "prune": "snip", "density": 0.2}
     config = RunConfig(nproc=2, log=("mlflow",)).to_dict()
     outcome = execute(Task("r1", config, str(tmp_path / "r1"), False, tags), None)

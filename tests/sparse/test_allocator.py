@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from dstlab.sparse import allocator, backend
+from dstlab.sparse import allocator, target
 from dstlab.sparse.linear import SparseLinear
 from dstlab.topology import DST
 
@@ -69,7 +69,7 @@ def test_no_release_where_the_c_library_is_not_glibc(monkeypatch):
 
 def test_the_sparse_backend_releases_after_each_update_not_at_plain_steps(monkeypatch):
     calls = []
-    monkeypatch.setattr(backend, "release_free_memory", lambda: calls.append(1))
+    monkeypatch.setattr(target, "release_free_memory", lambda: calls.append(1))
     g = torch.Generator().manual_seed(0)
     model = nn.Sequential(SparseLinear(30, 40, 0.2, generator=g), nn.ReLU(), nn.Linear(40, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from dstlab.errors import ConfigError
-from dstlab.sparse.backend import SparseRule, SparseTarget, replace_parameter
+from dstlab.sparse.backend import SparseRule, replace_parameter
 from dstlab.sparse.linear import SparseLinear
+from dstlab.sparse.target import SparseTarget
 from dstlab.topology import DST, list_growers, list_pruners
 from dstlab.topology.masks import MaskedTarget
 

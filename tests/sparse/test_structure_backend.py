@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from dstlab.sparse.backend import SparseTarget
 from dstlab.sparse.linear import SparseLinear
+from dstlab.sparse.target import SparseTarget
 from dstlab.topology import DST, list_growers, list_pruners
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from dstlab.sparse.backend import SparseTarget
 from dstlab.sparse.linear import SparseLinear
+from dstlab.sparse.target import SparseTarget
 from dstlab.sparse.update import sampled_grad, weight_rows
 from dstlab.topology import DST, get_grower
 from dstlab.topology.schedules import count_to_replace
@@ -43,7 +43,7 @@ def test_blocked_growth_is_the_dense_choice_ties_included(grow):
     layer.capture = _layer_after_backward()[0].capture  # the batch of that backward
     momentum = dense_grad.round(decimals=0) if grow == "momentum" else None
     kept = layer.flat_positions()[::2]
-    gradient = target.gradient()
+    gradient = target.gradient_reader()
     grower = get_grower(grow)
     for seed in range(5):
         got = target.grow(grower, kept, 60, torch.Generator().manual_seed(seed), gradient, momentum)
@@ -67,7 +67,7 @@ def test_growth_blocks_reuse_one_buffer_per_input_and_skip_the_weight_rigl_does_
         layer.capture = capture
     else:  # the dense gradient is then known at the active positions only
         dense_grad = layer.to_dense(layer.values.grad)
-    gradient = target.gradient()
+    gradient = target.gradient_reader()
     blocks = list(target.row_blocks(gradient, None, get_grower("gradient").needs_weight))
     assert len(blocks) == 8 and all(w is None for _, w, _, _ in blocks)
     assert len({g.data_ptr() for _, _, g, _ in blocks}) == 1  # one buffer, block after block

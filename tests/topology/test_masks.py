@@ -110,6 +110,6 @@ def test_sgd_momentum_of_a_regrown_weight_starts_from_zero():
 def _grow(target: MaskedTarget, new: torch.Tensor, optimizer) -> None:
     """Make ``new`` (the target's mask plus grown positions) the target's mask, as an update
     that prunes nothing does."""
-    active = target.active_flat()
+    active = target.active_positions()
     grown = (new & ~target.mask).reshape(-1).nonzero().squeeze(1)
     target.apply_positions(active, torch.zeros_like(active, dtype=torch.bool), grown, optimizer)

@@ -18,7 +18,7 @@ from .conftest import batch, make_model, make_optimizer
 def _invariants(dst: dstlab.DST, active: dict[str, int]) -> None:
     for target in dst.targets:
         off = ~target.mask
-        assert target.active == active[target.name], target.name
+        assert target.active_count == active[target.name], target.name
         assert not target.param.detach()[off].any(), target.name
         if target.param.grad is not None:
             assert not target.param.grad[off].any(), target.name
@@ -36,7 +36,7 @@ def test_fp16_overflow_skips_that_step_and_postpones_the_update():
         model, optimizer, density=0.4, grow="gradient", update_every=5, total_steps=40,
         grad_scaler=scaler,
     )  # fmt: skip
-    active = {t.name: t.active for t in dst.targets}
+    active = {t.name: t.active_count for t in dst.targets}
     records = {}
     for step in range(12):
         x, y = batch(model, step)
@@ -100,7 +100,7 @@ def test_compiled_model_trains_exactly_like_the_eager_one():
             optimizer.zero_grad()
             nn.functional.cross_entropy(net(x), y).backward()
             dst.step()
-        _invariants(dst, {t.name: t.active for t in dst.targets})
+        _invariants(dst, {t.name: t.active_count for t in dst.targets})
         runs.append((model.state_dict(), dst.masks))
     for key, value in runs[0][0].items():
         torch.testing.assert_close(runs[1][0][key], value, rtol=1e-5, atol=1e-6)

@@ -273,7 +273,7 @@ def test_whole_group_pruning_removes_the_groups_with_the_lowest_summed_score():
     )
     target = _masked(weight, torch.ones(4, 4, dtype=torch.bool))
     channel = get_structure("channel")
-    flat = target.active_flat()
+    flat = target.active_positions()
     removed = channel.prune_layer(get_pruner("magnitude"), target, flat, None, 2, None)
     # row sums of |w|: 4, 3.3, 2, 8: rows 2 and 1 go (row 1's single large weight does not save it)
     assert removed.view(4, 4).all(dim=1).tolist() == [False, True, True, False]
@@ -284,7 +284,7 @@ def test_set_splits_whole_groups_by_the_sign_of_their_summed_weight():
     weight = torch.tensor([[0.3, 0.3], [-0.2, -0.2], [0.1, 0.0], [-1.0, -1.0], [2.0, 2.0]])
     target = _masked(weight, torch.ones(5, 2, dtype=torch.bool))
     removed = get_structure("channel").prune_layer(
-        get_pruner("set"), target, target.active_flat(), None, 2, None
+        get_pruner("set"), target, target.active_positions(), None, 2, None
     )
     # sums 0.6, -0.4, 0.1, -2, 4: the smallest non-negative (row 2) and the negative closest to 0 (row 1)
     assert removed.view(5, 2).all(dim=1).tolist() == [False, True, True, False, False]
@@ -301,10 +301,10 @@ def test_n_of_m_regrows_each_group_from_its_own_inactive_positions_by_gradient()
         def dense(self):
             return grad
 
-        def active(self, flat):
+        def at(self, flat):
             return grad.reshape(-1)[flat]
 
-    active = target.active_flat()  # 0, 1, 6, 7
+    active = target.active_positions()  # 0, 1, 6, 7
     gone = torch.tensor([True, False, False, False])  # weight at position 0 is pruned
     grower = get_grower("gradient")
     _, grown = structure.regrow(target, None, grower, active, gone, Dense(), None, None, 12345)

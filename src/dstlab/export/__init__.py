@@ -25,13 +25,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from dstlab.export.format_names import FORMATS
+
 if TYPE_CHECKING:
     from dstlab.export.exporter import export, load, read, save
     from dstlab.export.modules import load_into
     from dstlab.export.run_dir import export_run
-
-#: the export formats (the command line lists them without importing torch)
-FORMATS = ("dense", "csr", "condensed", "semi_structured")
 
 __all__ = ["FORMATS", "export", "export_run", "load", "load_into", "read", "save"]
 _HOMES = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dstlab.export import FORMATS
+from dstlab.export.format_names import FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -16,7 +16,7 @@ import warnings
 import torch
 
 from dstlab.errors import ConfigError
-from dstlab.export import FORMATS
+from dstlab.export.format_names import FORMATS
 from dstlab.export.layers import CONV2D, LINEAR, SparseLayer
 
 DENSE, CSR, CONDENSED, SEMI_STRUCTURED = FORMATS

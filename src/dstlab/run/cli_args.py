@@ -203,13 +203,13 @@ def run_train(args: argparse.Namespace) -> int:
 def _launch(args: argparse.Namespace, config: RunConfig, out: Path) -> int:
     """`--nproc N`: the same command as N ranks of torch's elastic launcher (rank 0 prints the
     summary); every rank writes into the one run directory chosen here."""
-    from dstlab.run import distributed
+    from dstlab.run.launch import launch_and_record
 
     argv = list(getattr(args, "argv", []))
     if not args.resume:
         argv += ["--out", str(out)]
-    distributed.launch_and_record(argv, config.nproc, out)
-    result = files.read_json(out / files.RESULT) or {}
+    launch_and_record(argv, config.nproc, out)
+    result = files.read_result(out) or {}
     return 0 if result.get("status") == files.DONE else 1
 
 

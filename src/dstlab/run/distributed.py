@@ -1,5 +1,4 @@
-"""Data-parallel runs: the process group of one rank, and `dstlab train --nproc N`, which starts
-the same command N times on this host through torch's elastic launcher (what `torchrun` does).
+"""Data-parallel runs: the process group of one rank (starting the ranks is `run/launch.py`).
 
 Every rank loads the same data, draws the same global order each epoch and trains on its own
 slice of each global batch; DDP averages the gradients, so N processes × batch b follow one
@@ -8,15 +7,13 @@ process × batch N·b up to the order of float additions. Only rank 0 writes the
 from __future__ import annotations
 
 import os
-import sys
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import torch
 
-from dstlab.errors import ConfigError, DstlabError
+from dstlab.errors import ConfigError
 
 # a rank that waits this long in a collective ends the job (a peer died or hangs)
 TIMEOUT = timedelta(minutes=30)
@@ -110,83 +107,6 @@ def gather_objects(value: Any, group: Group) -> list[Any]:
     out: list[Any] = [None] * group.size
     dist.all_gather_object(out, value)
     return out
-
-
-def launch(argv: list[str], nproc: int) -> None:
-    """Run `python -m dstlab <argv>` as `nproc` ranks on this host and wait for them; a failed
-    rank ends the whole job (the launcher stops the others) and raises its error."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=f"dstlab-{uuid.uuid4().hex[:12]}",
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",
-        max_restarts=0,
-        monitor_interval=0.1,
-    )
-    try:
-        elastic_launch(config, sys.executable)("-u", "-m", "dstlab", *argv)
-    except ChildFailedError as error:
-        rank, failure = error.get_first_failure()
-        raise RankFailedError(_failure_text(rank, failure)) from None
-
-
-def train_processes(config: Any, out: Any, tags: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A run with `nproc` > 1 from inside a Python process (a study's worker): its config goes
-    to `out`/config.yaml and `dstlab train --resume out` runs as `nproc` ranks, with `tags` for
-    rank 0's trackers as `train(..., tags=)` takes them; returns the result rank 0 wrote (a rank
-    that died before writing leaves a `failed` one)."""
-    import json
-    from pathlib import Path
-
-    from dstlab.run import files
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files.write_yaml(out / files.CONFIG, config.to_dict())
-    argv = ["train", "--resume", str(out), "--quiet"]
-    if tags and config.log:
-        argv += ["--tags", json.dumps(tags)]
-    launch_and_record(argv, config.nproc, out)
-    result = files.read_json(out / files.RESULT)
-    if result is None:
-        raise RankFailedError(f"the {config.nproc} processes of {out} ended without a result.")
-    return result
-
-
-def launch_and_record(argv: list[str], nproc: int, out: Any) -> None:
-    """`launch`, and a `failed` result.json when a rank died before it could write one (out of
-    memory, a signal); the rank's error is raised either way."""
-    from dstlab.run import files
-
-    try:
-        launch(argv, nproc)
-    except RankFailedError as error:
-        if not (out / files.RESULT).exists():
-            from dstlab.run.loop import _result
-
-            out.mkdir(parents=True, exist_ok=True)
-            files.write_json(out / files.RESULT, _result(files.FAILED, error=str(error)))
-        raise
-
-
-class RankFailedError(DstlabError, RuntimeError):
-    """A rank of a data-parallel job ended with an error."""
-
-
-def _failure_text(rank: int, failure: Any) -> str:
-    message = failure.message
-    if isinstance(message, dict):  # the rank's recorded error file
-        message = message.get("message", message)
-        if isinstance(message, dict):
-            message = message.get("message", str(message))
-    text = str(message).strip().splitlines()
-    last = text[-1] if text else f"exit code {failure.exitcode}"
-    return f"rank {rank} failed ({last.rstrip('.')})."
 
 
 def check_world(nproc: int, group: Group) -> int:

@@ -1,5 +1,5 @@
 """The files of a run directory (their names, and the statuses result.json can hold): atomic
-writes, the metrics log that a resume can cut back, and the checkpoint."""
+writes, the result record, the metrics log that a resume can cut back, and the checkpoint."""
 
 from __future__ import annotations
 
@@ -84,6 +84,35 @@ def read_json(path: Path) -> dict[str, Any] | None:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def result_record(status: str, **values: Any) -> dict[str, Any]:
+    """A result.json record: every field (docs/ARCHITECTURE.md), those not in `values` empty."""
+    result = {
+        "status": status,
+        "test_acc": None,
+        "best_val_acc": None,
+        "test_acc_best_val": None,
+        "best_val_epoch": None,
+        "final_density": None,
+        "epochs": 0,
+        "steps": 0,
+        "seconds": 0.0,
+        "final_train_loss": None,
+        "diverged_step": None,
+        "error": None,
+    }
+    result.update(values)
+    return result
+
+
+def write_result(run_dir: Path, result: dict[str, Any]) -> None:
+    write_json(run_dir / RESULT, result)
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's result.json, or None when there is none (or it cannot be read)."""
+    return read_json(run_dir / RESULT)
 
 
 class MetricsLog:

@@ -84,7 +84,7 @@ def train(
         text = str(error) if isinstance(error, DstlabError) else f"{type(error).__name__}: {error}"
         if group.size > 1:
             text = f"rank {group.rank}: {text}"
-        result = _result(
+        result = files.result_record(
             files.FAILED,
             error=text,
             steps=run.step if run else 0,
@@ -93,7 +93,7 @@ def train(
         )
         # first failure wins: a rank's own error, not its peers' lost connection to it
         if group.size == 1 or not (out / files.RESULT).exists():
-            files.write_json(out / files.RESULT, result)
+            files.write_result(out, result)
         raise
     finally:
         if run is not None:
@@ -111,7 +111,7 @@ def open_run_dir(config: RunConfig, out: Path, resume: bool) -> tuple[dict[str, 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"cannot create the run directory {out} ({error.strerror}).") from None
-    previous = files.read_json(out / files.RESULT)
+    previous = files.read_result(out)
     has_checkpoint = (out / files.CHECKPOINT).exists()
     if not resume and (has_checkpoint or (previous or {}).get("status") in files.FINAL):
         raise ConfigError(
@@ -169,25 +169,6 @@ def _check_same_run(out: Path, config: RunConfig) -> None:
             f"cannot resume {out} with {key}={now[key]!r}: it was started with "
             f"{key}={before.get(key)!r} (see {stored})."
         )
-
-
-def _result(status: str, **values: Any) -> dict[str, Any]:
-    result = {
-        "status": status,
-        "test_acc": None,
-        "best_val_acc": None,
-        "test_acc_best_val": None,
-        "best_val_epoch": None,
-        "final_density": None,
-        "epochs": 0,
-        "steps": 0,
-        "seconds": 0.0,
-        "final_train_loss": None,
-        "diverged_step": None,
-        "error": None,
-    }
-    result.update(values)
-    return result
 
 
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -533,7 +514,7 @@ class _Run:
         self, diverged_step: int | None, accuracies: tuple[float | None, float | None]
     ) -> dict[str, Any]:
         test_acc, test_best = accuracies
-        result = _result(
+        result = files.result_record(
             files.DIVERGED if diverged_step else files.DONE,
             test_acc=test_acc,
             best_val_acc=self.best["val_acc"],
@@ -551,7 +532,7 @@ class _Run:
         if not diverged_step:
             self._save()
         if self.group.main:
-            files.write_json(self.out / files.RESULT, result)
+            files.write_result(self.out, result)
         return result
 
     # ---- measurements -----------------------------------------------------------------------
@@ -580,7 +561,7 @@ class _Run:
             return 1.0
         # the targets' counts: `dst.masks` would build dense masks for truly sparse layers
         total = sum(t.numel for t in self.dst.targets)
-        return sum(t.active for t in self.dst.targets) / total if total else 1.0
+        return sum(t.active_count for t in self.dst.targets) / total if total else 1.0
 
     def _start_similarity(self) -> None:
         """DESIGN §7 "at the start" on the first batch of the first epoch's order; the run itself

@@ -135,17 +135,15 @@ def _by_position(members: list[_Member]) -> tuple[list[_Member], list[_Member]]:
 def _failed(out: Path, error: BaseException, run: _Run | None, started: float) -> dict[str, Any]:
     """The `failed` result of a member, written to its directory."""
     from dstlab.errors import DstlabError
-    from dstlab.run.loop import _result
-
     text = str(error) if isinstance(error, DstlabError) else f"{type(error).__name__}: {error}"
-    result = _result(
+    result = files.result_record(
         files.FAILED,
         error=text,
         steps=run.step if run else 0,
         epochs=run.epoch if run else 0,
         seconds=run.seconds() if run else time.monotonic() - started,
     )
-    files.write_json(out / files.RESULT, result)
+    files.write_result(out, result)
     return result
 
 

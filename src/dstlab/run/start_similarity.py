@@ -40,7 +40,10 @@ def measure(
     for fraction in fractions:
         similarity = dst.compare_criteria(list(criteria), fraction=float(fraction))
         similarity["layers"] = {
-            t.name: {"active": t.active, "removed": count_to_replace(float(fraction), t.active)}
+            t.name: {
+                "active": t.active_count,
+                "removed": count_to_replace(float(fraction), t.active_count),
+            }
             for t in dst.targets
         }
         out[float(fraction)] = similarity

@@ -161,18 +161,6 @@ class SparseLinear(nn.Module):
                 lin.bias.copy_(self.bias)
         return lin
 
-    # -- the DST engine -----------------------------------------------------------------------
-    def dst_parameter(self) -> nn.Parameter:
-        """The parameter the optimizer must hold for ``dstlab.DST`` to drive this layer."""
-        return self.values
-
-    def dst_target(self, name: str, optimizer: torch.optim.Optimizer):
-        """How ``dstlab.DST`` drives this layer (found by this method): in positions, never
-        densely, at the layer's own density."""
-        from dstlab.sparse.backend import SparseTarget  # the backend builds on this module
-
-        return SparseTarget(name, self, optimizer)
-
     # -- topology -----------------------------------------------------------------------------
     def set_positions(self, flat: torch.Tensor, values: torch.Tensor) -> None:
         """Replace the active set by ``flat`` (sorted, unique) with ``values``, in place.

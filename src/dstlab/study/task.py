@@ -103,7 +103,7 @@ def execute(task: Task, run_fn: RunFn | None) -> Outcome:
     try:
         config = RunConfig.from_dict(task.config)
         if run_fn is None and config.nproc > 1:  # a data-parallel run: its own ranks
-            from dstlab.run.distributed import train_processes
+            from dstlab.run.launch import train_processes
 
             result = train_processes(config, Path(task.run_dir), tags=task.tags)
             return Outcome(task.run_id, result, None)

@@ -1,10 +1,13 @@
 """Backends: where the DST engine's per-layer targets come from (``DST(..., backend=...)``).
 
 A backend is a factory ``(model, optimizer, params, masks, **options) -> [target, ...]``, each
-target with the methods of :class:`~dstlab.topology.masks.MaskedTarget`; a room adds one with
+target satisfying :class:`~dstlab.topology.target.Target`; a room adds one with
 :func:`register_backend` when it is imported. The backends that ship with dstlab are named below
 with the module that registers each, imported on first use: the engine never imports another
 room, and reading the names (``BACKENDS``, for the CLI) loads neither torch nor any backend.
+
+Layers built sparse (``dstlab.sparse.SparseLinear``) are found by their type: the room that
+drives them registers it with :func:`register_native_layer`, whatever the backend.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dstlab.errors import ConfigError
@@ -61,3 +65,32 @@ def build_targets(
             f"backend {name!r} does not take the option(s) {', '.join(sorted(options))}."
         ) from None
     return factory(model, optimizer, params, masks, **options)
+
+
+@dataclass(frozen=True)
+class NativeLayer:
+    """How the engine drives a layer built sparse, at the layer's own density."""
+
+    #: ``parameter(layer)``: the parameter the optimizer must hold
+    parameter: Callable[[Any], Any]
+    #: ``target(weight name, layer, optimizer)``: the layer's target
+    target: Callable[[str, Any, Any], Any]
+
+
+_NATIVE: dict[type, NativeLayer] = {}
+
+
+def register_native_layer(
+    layer_type: type, *, parameter: Callable[[Any], Any], target: Callable[[str, Any, Any], Any]
+) -> None:
+    """Make every DST drive the ``layer_type`` modules (subclasses too) of its model through
+    ``target(name, layer, optimizer)``."""
+    _NATIVE[layer_type] = NativeLayer(parameter, target)
+
+
+def native_layer(module: Any) -> NativeLayer | None:
+    """How ``module`` is driven when its type (or a base of it) is registered, else None."""
+    for cls in type(module).__mro__:
+        if cls in _NATIVE:
+            return _NATIVE[cls]
+    return None

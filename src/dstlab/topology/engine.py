@@ -12,7 +12,7 @@ from torch import nn
 
 from dstlab.errors import ConfigError
 from dstlab.topology import sorted_sets
-from dstlab.topology.backends import build_targets
+from dstlab.topology.backends import build_targets, native_layer
 from dstlab.topology.consistency import check_masks_agree
 from dstlab.topology.criteria import (
     Grower,
@@ -163,7 +163,7 @@ class DST:
         params, dense = sparsifiable_parameters(model, dense_layers, allow_none=bool(native))
         held = optimizer_parameters(optimizer)
         missing = [n for n in params if n not in dense and id(params[n]) not in held]
-        missing += [n for n, m in native.items() if id(m.dst_parameter()) not in held]
+        missing += [n for n, m in native.items() if id(native_layer(m).parameter(m)) not in held]
         if missing:
             raise ConfigError(
                 f"the optimizer does not hold the model's parameter {missing[0]!r}; "
@@ -187,7 +187,7 @@ class DST:
             backend, model, optimizer, {n: params[n] for n in masks}, masks, backend_options or {}
         )
         # layers built sparse (e.g. SparseLinear(n_in, n_out, density=...)) keep their density
-        self.targets += [m.dst_target(n, optimizer) for n, m in native.items()]
+        self.targets += [native_layer(m).target(n, m, optimizer) for n, m in native.items()]
         self.layer_density.update({n: m.density for n, m in native.items()})
         self._dense_numel = sum(params[n].numel() for n in dense)
         self.tracker = TopologyTracker(self._positions(), {t.name: t.numel for t in self.targets})
@@ -222,12 +222,12 @@ class DST:
 
     def _positions(self) -> dict[str, torch.Tensor]:
         return {
-            t.name: torch.empty(0, dtype=torch.long) if t.is_meta else t.active_flat()
+            t.name: torch.empty(0, dtype=torch.long) if t.is_meta else t.active_positions()
             for t in self.targets
         }
 
     def current_density(self) -> float:
-        active = sum(t.active for t in self.targets) + self._dense_numel
+        active = sum(t.active_count for t in self.targets) + self._dense_numel
         return active / (sum(t.numel for t in self.targets) + self._dense_numel)
 
     def is_update_step(self, t: int | None = None) -> bool:
@@ -360,8 +360,10 @@ class DST:
         # a dense layer saves its mask; a sparse one its positions (never a dense tensor)
         state: dict[str, Any] = {
             "step": self.step_count,
-            "masks": {t.name: t.mask.clone() for t in self.targets if not t.compact},
-            "positions": {t.name: t.active_flat().clone() for t in self.targets if t.compact},
+            "masks": {t.name: t.mask.clone() for t in self.targets if not t.stores_active_only},
+            "positions": {
+                t.name: t.active_positions().clone() for t in self.targets if t.stores_active_only
+            },
             "generator": self.generator.get_state(),
             "shadow_generator": self.shadow_generator.get_state(),
             "tracker": self.tracker.state_dict(),
@@ -397,7 +399,7 @@ class DST:
                     f"the saved mask of {target.name!r} has shape "
                     f"{tuple(mask.shape)}, the layer has {target.shape}."
                 )
-            if target.compact:
+            if target.stores_active_only:
                 target.load_positions(mask.reshape(-1).nonzero().squeeze(1))
             else:
                 target.mask = mask.to(target.mask.device).clone()
@@ -441,8 +443,8 @@ class DST:
     # ------------------------------------------------------------------ the update
 
     def _current_grads(self, copy: bool = False) -> dict[str, Any]:
-        """{layer: its gradient as criteria read it (``.active(flat)``, ``.dense()``) or None}."""
-        return {t.name: t.gradient(copy) for t in self.targets}
+        """{layer: its gradient as criteria read it (``.at(flat)``, ``.dense()``) or None}."""
+        return {t.name: t.gradient_reader(copy) for t in self.targets}
 
     def _counts(self, fraction: float, active: dict[str, torch.Tensor]) -> dict[str, int]:
         """{layer: how many weights (whole groups, for such structures) an update replaces}."""
@@ -498,7 +500,7 @@ class DST:
                 active[name], removed[name], grown[name], self.optimizer
             )
             layers[target.name] = {
-                "active": target.active,
+                "active": target.active_count,
                 "removed": int(torch.count_nonzero(removed[target.name])),
                 "grown": int(grown[target.name].numel()),
             }
@@ -532,7 +534,7 @@ class DST:
                         continue
                     if pruner.dense_only:  # written for dense tensors only: give it them
                         chosen = pruner.select(
-                            target.weight(),
+                            target.dense_weight(),
                             None if grad is None else grad.dense(),
                             target.mask,
                             counts[target.name],
@@ -541,8 +543,8 @@ class DST:
                         out[target.name] = chosen.reshape(-1)[flat]
                         continue
                     picked = pruner.select_active(
-                        target.active_values(flat),
-                        None if grad is None else grad.active(flat),
+                        target.active_weights(flat),
+                        None if grad is None else grad.at(flat),
                         counts[target.name],
                         generator,
                     )
@@ -557,12 +559,12 @@ class DST:
             try:
                 if use_smoothed and target.name in self._smoothed:
                     s = self._smoothed[target.name]
-                    s = s if target.compact else s.reshape(-1)[flat]
+                    s = s if target.stores_active_only else s.reshape(-1)[flat]
                     require_finite(s, f"smoothed '{pruner.name}' pruning")
                 else:
                     s = pruner.scores_of_active(
-                        target.active_values(flat),
-                        None if grad is None else grad.active(flat),
+                        target.active_weights(flat),
+                        None if grad is None else grad.at(flat),
                         generator,
                     )
             except NonFiniteScoreError as error:
@@ -629,7 +631,7 @@ class DST:
             for p in group["params"]
         }
         for target in self.targets:
-            grad = target.grad()
+            grad = target.dense_gradient()
             if grad is None:  # no gradient this step: like the optimizer, leave m as it is
                 continue
             beta = betas.get(id(target.param), _DEFAULT_MOMENTUM)
@@ -642,13 +644,16 @@ class DST:
         """EMA of the pruning score between updates (an extra of DESIGN §4)."""
         beta = self.score_smoothing
         for target in self.targets:
-            if target.compact:  # the active weights only: the set does not move between updates
-                flat = target.active_flat()
-                gradient = target.gradient()
-                grad = None if gradient is None else gradient.active(flat)
-                score = self.pruner.score(target.active_values(flat), grad, self.generator)
+            # scored per active weight: the active set does not move between updates
+            if target.stores_active_only:
+                flat = target.active_positions()
+                gradient = target.gradient_reader()
+                grad = None if gradient is None else gradient.at(flat)
+                score = self.pruner.score(target.active_weights(flat), grad, self.generator)
             else:
-                score = self.pruner.score(target.weight(), target.grad(), self.generator)
+                score = self.pruner.score(
+                    target.dense_weight(), target.dense_gradient(), self.generator
+                )
             previous = self._smoothed.get(target.name)
             self._smoothed[target.name] = (
                 score.clone()
@@ -665,12 +670,13 @@ def _chosen(size: int, picked: torch.Tensor) -> torch.Tensor:
 
 
 def native_sparse_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """{weight name: module} of the layers that are sparse by construction: modules with a
-    ``dst_target(name, optimizer)`` method, e.g. ``dstlab.sparse.SparseLinear``."""
+    """{weight name: module} of the layers that are sparse by construction: modules of a type
+    registered with :func:`~dstlab.topology.backends.register_native_layer`, e.g.
+    ``dstlab.sparse.SparseLinear``."""
     return {
         f"{name}.weight" if name else "weight": module
         for name, module in model.named_modules()
-        if callable(getattr(module, "dst_target", None))
+        if native_layer(module) is not None
     }
 
 

@@ -4,8 +4,8 @@ a mask is off.
 The engine handles each sparse parameter through a *target*: :class:`MaskedTarget` keeps a dense
 weight and a bool mask. Another backend (``dstlab.sparse``) supplies targets with the same
 methods that store only the active values. The engine speaks to targets in positions: the
-sorted flat indices of the active weights (:meth:`MaskedTarget.active_flat`), their values and
-gradients, and the positions a grower picks; a target builds a dense view only if it is dense
+sorted flat indices of the active weights (:meth:`MaskedTarget.active_positions`), their values
+and gradients, and the positions a grower picks; a target builds a dense view only if it is dense
 anyway (this one) or a criterion can only read dense tensors."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class DenseGradient:
     def __init__(self, tensor: torch.Tensor):
         self.tensor = tensor
 
-    def active(self, flat: torch.Tensor) -> torch.Tensor:
+    def at(self, flat: torch.Tensor) -> torch.Tensor:
         return self.tensor.reshape(-1)[flat]
 
     def dense(self) -> torch.Tensor:
@@ -71,7 +71,7 @@ class MaskedTarget:
 
     #: whether the engine keeps a layer's smoothed scores over its active weights only, and
     #: saves its positions instead of its mask; a masked layer has both in its weight's shape
-    compact = False
+    stores_active_only = False
 
     def __init__(self, name: str, param: nn.Parameter, mask: torch.Tensor):
         self.name = name
@@ -92,22 +92,22 @@ class MaskedTarget:
         self._keep = value.to(self.param.dtype)
 
     @property
-    def active(self) -> int:
+    def active_count(self) -> int:
         return int(torch.count_nonzero(self.mask))
 
     @property
     def is_meta(self) -> bool:
         return self._mask.is_meta
 
-    def active_flat(self) -> torch.Tensor:
+    def active_positions(self) -> torch.Tensor:
         """Sorted flat indices of the active weights."""
         return self.mask.reshape(-1).nonzero().squeeze(1)
 
-    def active_values(self, flat: torch.Tensor) -> torch.Tensor:
+    def active_weights(self, flat: torch.Tensor) -> torch.Tensor:
         return self.param.detach().reshape(-1)[flat]
 
-    def gradient(self, copy: bool = False) -> DenseGradient | None:
-        grad = self.grad()
+    def gradient_reader(self, copy: bool = False) -> DenseGradient | None:
+        grad = self.dense_gradient()
         if grad is None:
             return None
         return DenseGradient(grad.clone() if copy else grad)
@@ -118,7 +118,9 @@ class MaskedTarget:
         mask = torch.zeros(self.numel, dtype=torch.bool, device=self._mask.device)
         mask[kept] = True
         grad = None if gradient is None else gradient.dense()
-        chosen = grower.select(self.weight(), grad, mask.view(self.shape), n, generator, momentum)
+        chosen = grower.select(
+            self.dense_weight(), grad, mask.view(self.shape), n, generator, momentum
+        )
         return chosen.reshape(-1).nonzero().squeeze(1)
 
     def row_blocks(self, gradient, momentum):
@@ -128,7 +130,7 @@ class MaskedTarget:
         grad = None if gradient is None else gradient.dense().reshape(rows, -1)
         yield (
             0,
-            self.weight().reshape(rows, -1),
+            self.dense_weight().reshape(rows, -1),
             grad,
             None if momentum is None else momentum.reshape(rows, -1),
         )
@@ -161,10 +163,10 @@ class MaskedTarget:
         mask[flat.to(mask.device)] = True
         self.mask = mask.view(self.shape)
 
-    def weight(self) -> torch.Tensor:
+    def dense_weight(self) -> torch.Tensor:
         return self.param.detach()
 
-    def grad(self) -> torch.Tensor | None:
+    def dense_gradient(self) -> torch.Tensor | None:
         return None if self.param.grad is None else self.param.grad.detach()
 
     @torch.no_grad()

@@ -257,8 +257,8 @@ class FanIn(_Structured):
         """Also remove ``extra[r]`` kept weights of row r, the pruner's choice within the row."""
         _, cols = rows_cols(target.shape)
         gone = gone.clone()
-        values = target.active_values(active)
-        grads = None if gradient is None else gradient.active(active)
+        values = target.active_weights(active)
+        grads = None if gradient is None else gradient.at(active)
         kept_index = (~gone).nonzero().squeeze(1)  # ascending, so each row is one run
         row_of = active[kept_index] // cols
         bounds = torch.searchsorted(row_of, torch.arange(len(extra) + 1, device=row_of.device))
@@ -368,8 +368,8 @@ class Blocks(_Structured):
         shape = target.shape
         group = self.group_of(flat, shape)
         on = torch.unique(group)
-        values = target.active_values(flat)
-        grad = None if gradient is None else gradient.active(flat)
+        values = target.active_weights(flat)
+        grad = None if gradient is None else gradient.at(flat)
         if pruner.has_score:
             scores = pruner.scores_of_active(values, grad, generator)
             summed = torch.zeros(self._groups(shape), dtype=scores.dtype, device=scores.device)
@@ -393,7 +393,7 @@ class Blocks(_Structured):
             picked = random_subset(~occupied, count, generator)
         else:
             grad = None if gradient is None else gradient.dense()
-            scores = grower.score(target.weight(), grad, momentum).detach()
+            scores = grower.score(target.dense_weight(), grad, momentum).detach()
             require_finite(scores, f"'{grower.name}' growth")
             summed = self.group_sums(scores, shape).cpu().masked_fill(occupied, float("-inf"))
             picked = highest_k(summed, count, generator)

@@ -2,10 +2,10 @@
 
 The engine never touches a weight, its gradient or its optimizer state directly; it goes
 through a target. ``MaskedTarget`` (``topology/masks.py``: a dense weight and a bool mask) and
-the sparse backend's ``SparseTarget`` (``sparse/backend.py``: CSR values) both satisfy this
+the sparse backend's ``SparseTarget`` (``sparse/target.py``: CSR values) both satisfy this
 protocol, and so must a new backend's. Positions are flat indices into the weight's dense
-shape (row-major), held as sorted int64 tensors; a compact target never builds a dense tensor
-unless a member below says it does."""
+shape (row-major), held as sorted int64 tensors; a target that stores active weights only
+never builds a dense tensor unless a member below says it does."""
 
 from __future__ import annotations
 
@@ -27,37 +27,41 @@ class Target(Protocol):
     param: nn.Parameter
     #: True when the storage holds active weights only: smoothed scores and saved state are
     #: then per active weight (positions), not dense tensors
-    compact: bool
+    stores_active_only: bool
 
     @property
     def is_meta(self) -> bool:
         """Whether the layer has no storage (a meta model built to check options)."""
 
     @property
-    def active(self) -> int:
+    def active_count(self) -> int:
         """How many weights are active."""
 
     @property
     def mask(self) -> torch.Tensor:
-        """The bool mask in the dense shape. Built on demand by compact targets: for users and
-        dense-only criteria, never on the engine's own path."""
+        """The bool mask in the dense shape. Built on demand by targets that store active weights
+        only: for users and dense-only criteria, never on the engine's own path."""
 
-    def active_flat(self) -> torch.Tensor:
+    def active_positions(self) -> torch.Tensor:
         """Sorted flat positions of the active weights."""
 
-    def active_values(self, flat: torch.Tensor) -> torch.Tensor:
-        """The weights at the active positions ``flat`` (as returned by ``active_flat``)."""
+    def active_weights(self, flat: torch.Tensor) -> torch.Tensor:
+        """The weights at the active positions ``flat`` (as returned by ``active_positions``)."""
 
-    def weight(self) -> torch.Tensor:
-        """The weight in its dense shape, detached (dense targets; compact ones build it)."""
+    def dense_weight(self) -> torch.Tensor:
+        """The weight in its dense shape, detached, inactive weights 0 (built when the storage
+        holds active weights only)."""
 
-    def grad(self) -> torch.Tensor | None:
-        """The raw gradient tensor in the dense shape, or None before any backward pass: what
-        momentum growth averages (DESIGN §5)."""
+    def dense_gradient(self) -> torch.Tensor | None:
+        """The gradient as a tensor in the dense shape, inactive positions included (built when
+        the storage holds active weights only), or None before any backward pass: what momentum
+        growth averages (DESIGN §5) and what a dense-stored layer's smoothed score reads."""
 
-    def gradient(self, copy: bool = False) -> Any | None:
-        """The gradient as criteria read it: an object with ``active(flat)`` (the gradient at
-        active positions) and ``dense()``; ``copy`` keeps it valid after ``mask_grad``."""
+    def gradient_reader(self, copy: bool = False) -> Any | None:
+        """The gradient as criteria read it, or None before any backward pass: an object with
+        ``at(flat)`` (the gradient at the positions ``flat``) and ``dense()`` (the whole
+        gradient, as ``dense_gradient``), which forms only what is asked; ``copy`` keeps it valid
+        after ``mask_grad``."""
 
     def mask_grad(self) -> None:
         """Zero the gradient at inactive positions: the only per-step work (DESIGN §3)."""
