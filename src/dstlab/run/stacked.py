@@ -135,6 +135,7 @@ def _by_position(members: list[_Member]) -> tuple[list[_Member], list[_Member]]:
 def _failed(out: Path, error: BaseException, run: _Run | None, started: float) -> dict[str, Any]:
     """The `failed` result of a member, written to its directory."""
     from dstlab.errors import DstlabError
+
     text = str(error) if isinstance(error, DstlabError) else f"{type(error).__name__}: {error}"
     result = files.result_record(
         files.FAILED,
@@ -209,6 +210,9 @@ class Stack:
         )
         self._forward = torch.func.vmap(self._call)
         self.notice = preemption.PreemptionNotice()
+        dirs = [str(m.out) for m in members]
+        for member in members:
+            member._log({"kind": "stack", "step": member.step, "run_dirs": dirs})
 
     def _call(
         self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
