@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dstlab.errors import ConfigError
@@ -70,3 +72,22 @@ def test_slurm_takes_no_stacks(tmp_path):
     path.write_text(SPEC)
     with pytest.raises(ConfigError, match="--stack applies to the local and ray executors"):
         run_study(path, tmp_path / "x", executor="slurm", stack=4)
+
+
+def test_status_names_the_stacks_of_running_runs(tmp_path):
+    from dstlab.run import files
+    from dstlab.study.status import running_stacks
+
+    def write(run_id: str, records: list[dict]) -> None:
+        folder = tmp_path / "runs" / run_id
+        folder.mkdir(parents=True)
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        (folder / files.METRICS).write_text(text)
+
+    pair = ["runs/a", "runs/b"]
+    write("a", [{"kind": "stack", "step": 0, "run_dirs": pair}])
+    write(
+        "b", [{"kind": "stack", "step": 0, "run_dirs": ["x"]}, {"kind": "stack", "run_dirs": pair}]
+    )
+    write("c", [{"kind": "epoch", "step": 3}])
+    assert running_stacks(tmp_path, ["a", "b", "c", "missing"]) == [tuple(pair)]

@@ -26,6 +26,10 @@ def study_status(study_dir: str | Path) -> str:
             f"  mean run {mean:.1f} s; ETA {_duration(mean * left / parallel)} "
             f"at {parallel} run(s) at a time"
         )
+    stacks = running_stacks(study_dir, [r["run_id"] for r in rows if r["status"] == "running"])
+    if stacks:
+        sizes = ", ".join(str(len(s)) for s in stacks)
+        lines.append(f"  running stacked: {len(stacks)} stack(s) of {sizes} run(s)")
     failures = [r for r in rows if r["status"] == "failed"]
     if failures:
         lines.append("failures (rerun with --retry-failed):")
@@ -38,6 +42,23 @@ def study_status(study_dir: str | Path) -> str:
 
     lines += slurm_lines(study_dir, {r["run_id"]: r["status"] for r in rows})
     return "\n".join(lines)
+
+
+def running_stacks(study_dir: str | Path, running: list[str]) -> list[tuple[str, ...]]:
+    """The stacks the running runs train in, as each run's metrics name them (its latest
+    `stack` record); runs training alone are left out."""
+    from dstlab.run import files
+    from dstlab.study.results import RUNS_DIR
+
+    found = set()
+    for run_id in running:
+        path = Path(study_dir) / RUNS_DIR / run_id / files.METRICS
+        if not path.is_file():
+            continue
+        records = [r for r in files.read_metrics(path) if r.get("kind") == "stack"]
+        if records:
+            found.add(tuple(records[-1]["run_dirs"]))
+    return sorted(found)
 
 
 def _duration(seconds: float) -> str:
