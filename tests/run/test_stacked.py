@@ -31,13 +31,14 @@ BASE = {
 }
 
 
-def _configs(combos: list[tuple[str, str]]) -> list[RunConfig]:
+def _configs(combos: list[tuple[str, str]], **shared) -> list[RunConfig]:
+    base = {**BASE, **shared}
     runs = [
-        RunConfig(**BASE, prune=prune, grow=grow, seed=i % 3, density=(0.05, 0.1, 0.2)[i % 3])
+        RunConfig(**base, prune=prune, grow=grow, seed=i % 3, density=(0.05, 0.1, 0.2)[i % 3])
         for i, (prune, grow) in enumerate(combos)
     ]
-    runs.append(RunConfig(**BASE, mode="static", density=0.1, seed=4))
-    runs.append(RunConfig(**BASE, mode="dense", seed=5))
+    runs.append(RunConfig(**base, mode="static", density=0.1, seed=4))
+    runs.append(RunConfig(**base, mode="dense", seed=5))
     return runs
 
 
@@ -61,7 +62,9 @@ def _assert_same_run(alone: Path, stacked: Path, a: dict, b: dict) -> None:
     for state_a, state_b in zip(
         ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values(), strict=True
     ):
-        assert torch.equal(state_a["momentum_buffer"], state_b["momentum_buffer"])
+        assert state_a.keys() == state_b.keys()
+        for key, value in state_a.items():
+            assert torch.equal(state_b[key], value), key
 
 
 def _compare(tmp_path: Path, configs: list[RunConfig]) -> None:
@@ -74,6 +77,11 @@ def _compare(tmp_path: Path, configs: list[RunConfig]) -> None:
 
 def test_a_stack_of_some_criteria_equals_its_runs_alone(tmp_path):
     _compare(tmp_path, _configs([("magnitude", "random"), ("snip", "gradient")]))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_stacked_equals_alone(tmp_path, optimizer):
+    _compare(tmp_path, _configs([("magnitude", "gradient")], optimizer=optimizer, lr=0.01))
 
 
 @pytest.mark.slow

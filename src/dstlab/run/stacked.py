@@ -464,4 +464,5 @@ def _stacked_optimizer(
         stacked = {k: v for k, v in group.items() if k != "params"}
         stacked["params"] = [params[index[id(p)]] for p in group["params"]]
         groups.append(stacked)
-    return type(like)(groups, **like.defaults)
+    # every hyperparameter travels in the groups (the constructor's own may not take them all)
+    return type(like)(groups, lr=like.defaults["lr"])
