@@ -558,11 +558,7 @@ class _Run:
 
     def density(self) -> float:
         """Active fraction of the sparse parameters (1.0 for a dense run)."""
-        if self.dst is None:
-            return 1.0
-        # the targets' counts: `dst.masks` would build dense masks for truly sparse layers
-        total = sum(t.numel for t in self.dst.targets)
-        return sum(t.active for t in self.dst.targets) / total if total else 1.0
+        return 1.0 if self.dst is None else self.dst.sparse_density()
 
     def _start_similarity(self) -> None:
         """DESIGN §7 "at the start" on the first batch of the first epoch's order; the run itself
