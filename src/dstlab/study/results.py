@@ -9,11 +9,15 @@ from pathlib import Path
 import pandas as pd
 
 from dstlab.errors import ConfigError
-from dstlab.run.config import RunConfig
+from dstlab.run.config import RunConfig, option_type
 from dstlab.study.store import CONFIG_COLUMNS, RESULT_COLUMNS, STORE_FILE, Store
 
 RUNS_DIR = "runs"
-_BOOL_FIELDS = [f.name for f in fields(RunConfig) if str(f.type).startswith("bool")]
+_BOOL_FIELDS = [
+    f.name
+    for f in fields(RunConfig)
+    if option_type(f.name).kind is bool and not option_type(f.name).is_list
+]
 
 
 def open_store(study_dir: str | Path) -> Store:

@@ -15,12 +15,12 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dstlab.run import files
-from dstlab.run.config import IDENTITY_OPTIONS, RunConfig
+from dstlab.run.config import IDENTITY_OPTIONS, OptionType, RunConfig, option_type
 
 STORE_FILE = "store.sqlite"
 STATUSES = ("pending", "running", files.DONE, files.FAILED, files.DIVERGED)
@@ -55,17 +55,13 @@ _BOOKKEEPING = {
 }
 
 
-def _sql_type(field_type: str) -> str:
-    if field_type.startswith("bool") or field_type.startswith("int"):
-        return "INTEGER"
-    if field_type.startswith("float"):
-        return "REAL"
-    return "TEXT"
+def _sql_type(kind: OptionType) -> str:
+    if kind.is_list:  # comma-joined (config_column_value)
+        return "TEXT"
+    return {bool: "INTEGER", int: "INTEGER", float: "REAL"}.get(kind.kind, "TEXT")
 
 
-CONFIG_COLUMNS = {
-    f.name: _sql_type(str(f.type)) for f in fields(RunConfig) if f.name in IDENTITY_OPTIONS
-}
+CONFIG_COLUMNS = {name: _sql_type(option_type(name)) for name in IDENTITY_OPTIONS}
 
 
 def config_column_value(value: Any) -> Any:
