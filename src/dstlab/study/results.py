@@ -13,6 +13,7 @@ from dstlab.run.config import RunConfig, option_type
 from dstlab.study.store import CONFIG_COLUMNS, RESULT_COLUMNS, STORE_FILE, Store
 
 RUNS_DIR = "runs"
+SPEC_FILE = "study.yaml"  # the spec as given
 _BOOL_FIELDS = [
     f.name
     for f in fields(RunConfig)
@@ -97,7 +98,7 @@ def export_results(study_dir: str | Path) -> list[Path]:
 def _grid_keys(study_dir: Path) -> list[str]:
     from dstlab.study.spec import load_spec
 
-    spec_file = study_dir / "study.yaml"
+    spec_file = study_dir / SPEC_FILE
     if not spec_file.is_file():
         return []
     try:

@@ -225,13 +225,13 @@ class Store:
 
         ``result`` is the run's result dict (its ``status`` decides done/diverged/failed);
         ``error`` alone means the run raised."""
-        status = "failed"
+        status = files.FAILED
         values: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS)
         seconds = None
         if result is not None:
-            status = result.get("status") or "done"
+            status = result.get("status") or files.DONE
             if status not in STATUSES or status in ("pending", "running"):
-                status = "failed"
+                status = files.FAILED
             error = error or result.get("error")
             for key in RESULT_COLUMNS:
                 source = "epochs" if key == "epochs_run" else key
