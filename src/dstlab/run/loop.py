@@ -641,11 +641,11 @@ class _Run:
         if self.dst is not None:
             self.dst.load_state_dict(ckpt["dst"])
         # a checkpoint from as many processes resumes each rank's own streams exactly
-        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        ranks = ckpt["rng_ranks"]
         streams = ranks[self.group.rank] if len(ranks) == self.group.size else ckpt["rng"]
         _set_rng(self.device, streams["global"])
         self.aug_gen.set_state(streams["augment"])
-        if self.scaler is not None and ckpt.get("scaler"):
+        if self.scaler is not None and ckpt["scaler"]:  # a disabled scaler saves {}
             self.scaler.load_state_dict(ckpt["scaler"])
         self.best = ckpt["best"]
         if self.best["state"] is not None:

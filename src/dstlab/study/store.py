@@ -136,7 +136,7 @@ class Store:
                 + ")"
             )
             have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-            # columns added since the store was created (a newer RunConfig) are added in place
+            # the config and result columns the table lacks (all of them in a new store)
             for name, kind in columns.items():
                 if name not in have:
                     db.execute(f'ALTER TABLE runs ADD COLUMN "{name}" {kind}')
