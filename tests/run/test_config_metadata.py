@@ -103,3 +103,22 @@ def test_the_cli_help_of_each_option_is_its_metadata_plus_its_choices():
         allowed = cfg.choices(f.name)
         if allowed is not None:
             assert "one of " + ", ".join("none" if v is None else str(v) for v in allowed) in text
+
+
+def test_option_types_read_the_annotations():
+    assert cfg.option_type("density") == cfg.OptionType(float, is_list=False, optional=False)
+    assert cfg.option_type("augment") == cfg.OptionType(bool, is_list=False, optional=False)
+    assert cfg.option_type("threads") == cfg.OptionType(int, is_list=False, optional=True)
+    assert cfg.option_type("global_normalize") == cfg.OptionType(str, False, optional=True)
+    assert cfg.option_type("lr_milestones") == cfg.OptionType(int, is_list=True, optional=False)
+    assert cfg.option_type("start_similarity") == cfg.OptionType(float, True, optional=False)
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.name)
+def test_every_default_has_its_options_type(field):
+    kind = cfg.option_type(field.name)
+    items = field.default if kind.is_list else (field.default,)
+    assert isinstance(items, tuple) or not kind.is_list
+    assert all((item is None and kind.optional) or type(item) is kind.kind for item in items), (
+        field.default
+    )

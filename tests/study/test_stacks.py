@@ -70,7 +70,7 @@ def test_a_stacked_study_records_what_the_runs_alone_give(tmp_path):
 def test_slurm_takes_no_stacks(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(SPEC)
-    with pytest.raises(ConfigError, match="--stack applies to the local and ray executors"):
+    with pytest.raises(ConfigError, match="--stack applies to the local and ray executors, not slurm"):
         run_study(path, tmp_path / "x", executor="slurm", stack=4)
 
 

@@ -328,6 +328,15 @@ def test_dense_layers_by_pattern_stay_dense_and_unmasked(make_dst):
     assert dst.current_density() == pytest.approx(0.3, abs=1e-2)
 
 
+def test_sparse_density_and_layer_counts_leave_the_dense_layers_out(make_dst):
+    model, opt, dst = make_dst(total_steps=10, dense_layers=["2.*"])
+    mask, dense = dst.masks["0.weight"], model[2].weight.numel()
+    active = int(mask.sum())
+    assert dst.layer_counts() == {"0.weight": active}
+    assert dst.sparse_density() == active / mask.numel() != dst.current_density()
+    assert dst.current_density() == (active + dense) / (mask.numel() + dense)
+
+
 def test_conv_layers_are_sparse_too(make_dst):
     model, opt, dst = make_dst(conv=True, prune="snip", grow="gradient", total_steps=10)
     assert "0.weight" in dst.masks and dst.masks["0.weight"].dim() == 4

@@ -5,7 +5,7 @@ import io
 import pytest
 import torch
 
-from .conftest import train_steps
+from .conftest import make_model, make_optimizer, train_steps
 
 OPTIONS = {
     "prune": "snip",
@@ -77,3 +77,58 @@ def test_resume_continues_itop_and_churn(make_dst, optim):
     resumed.load_state_dict(state)
     after = train_steps(model3, opt3, resumed, 4, start=11)
     assert [(r["itop"], r["churn"]) for r in after] == [(r["itop"], r["churn"]) for r in straight]
+
+
+def _model_and_optimizer():
+    """The model and optimizer `make_dst` builds, at the same initial weights, without DST."""
+    model = make_model((20, 30, 5))
+    return model, make_optimizer(model)
+
+
+def _dense_weights(dst) -> dict[str, torch.Tensor]:
+    """Every sparse layer's weight as a dense tensor, whichever backend holds it."""
+    out = {}
+    for name in dst.masks:
+        module = dst.model.get_submodule(name.rpartition(".")[0])
+        out[name] = module.to_dense() if hasattr(module, "to_dense") else module.weight.detach()
+    return out
+
+
+@pytest.mark.parametrize("backend", ["masked", "sparse"])
+def test_from_state_keeps_the_weights_under_the_saved_masks(make_dst, backend):
+    from dstlab import DST
+    from dstlab.sparse import SparseRule
+
+    options = {"grow": "gradient", "backend": backend}
+    if backend == "sparse":
+        options["backend_options"] = {"rule": SparseRule(force=True)}
+    model, opt, trained = make_dst(**options)
+    train_steps(model, opt, trained, 5)  # updates at steps 2 and 4 moved the masks
+    state = trained.state_dict()
+
+    fresh_model, fresh_opt = _model_and_optimizer()
+    weights = {n: p.detach().clone() for n, p in fresh_model.named_parameters()}
+    dst = DST.from_state(fresh_model, fresh_opt, state, density=0.3, update_every=2,
+                         total_steps=20, **options)  # fmt: skip
+
+    assert _equal(dst.state_dict(), state)
+    masks = dst.masks
+    assert masks.keys() == trained.masks.keys()
+    for name, weight in _dense_weights(dst).items():
+        assert torch.equal(masks[name], trained.masks[name]), name
+        assert torch.equal(weight, weights[name] * masks[name]), name  # only masked
+    for name, param in fresh_model.named_parameters():
+        if name not in masks and name in weights:
+            assert torch.equal(param, weights[name]), name  # biases untouched
+
+    # building, then loading, ends in the same state but zeroed the weights a fresh draw left out
+    built_model, built_opt = _model_and_optimizer()
+    built = DST(built_model, built_opt, density=0.3, update_every=2, total_steps=20, **options)
+    built.load_state_dict(state)
+    assert _equal(built.state_dict(), dst.state_dict())
+    lost = [
+        name
+        for name, weight in _dense_weights(built).items()
+        if not torch.equal(weight, weights[name] * masks[name])
+    ]
+    assert lost == list(masks)

@@ -73,7 +73,7 @@ def _dense_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
 
 def _active(dst_state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """{weight name: bool mask or sorted flat positions} of the checkpoint's DST state."""
-    return {**dst_state.get("masks", {}), **dst_state.get("positions", {})}
+    return {**dst_state["masks"], **dst_state["positions"]}
 
 
 def export_run(

@@ -88,28 +88,10 @@ def build_dst(
     """`DST(model, optimizer, **options)`, continuing from a saved `DST.state_dict()` if given.
 
     A framework restores the weights (and perhaps the optimizer state) of a resumed run before it
-    tells us to start, and building DST zeroes them under fresh random masks; so with `state`
-    both are kept aside and put back under the saved masks."""
+    tells us to start: `DST.from_state` keeps them under the saved masks."""
     if state is None:
         return DST(model, optimizer, **options)
-    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
-    moments = {
-        (id(p), key): value.clone()
-        for p, values in optimizer.state.items()
-        for key, value in values.items()
-        if torch.is_tensor(value)
-    }
-    dst = DST(model, optimizer, **options)
-    dst.load_state_dict(state)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            param.copy_(weights[name])
-        for param, values in optimizer.state.items():
-            for key, value in values.items():
-                if (id(param), key) in moments:
-                    value.copy_(moments[(id(param), key)])
-    dst.enforce()
-    return dst
+    return DST.from_state(model, optimizer, state, **options)
 
 
 class DSTCallbackBase:

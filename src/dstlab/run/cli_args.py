@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
         group = groups[cfg.group(f.name)]
         # argparse %-formats help texts; the choices are added when help is shown (see below)
         text = f"{cfg.help_text(f.name).replace('%', '%%')} (default: {_show(f.default)})"
-        if str(f.type).startswith("bool"):
+        if cfg.option_type(f.name).kind is bool:
             group.add_argument(
                 flag,
                 dest=_PREFIX + f.name,
@@ -75,7 +75,7 @@ def register(subparsers: Any) -> None:
                 flag,
                 dest=_PREFIX + f.name,
                 default=argparse.SUPPRESS,
-                metavar="DIR" if f.name == "data_dir" else _metavar(str(f.type)),
+                metavar="DIR" if f.name == "data_dir" else _metavar(cfg.option_type(f.name)),
                 help=text,
             )
     train.set_defaults(func=run_train)
@@ -107,27 +107,23 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _metavar(kind: str) -> str:
-    if "tuple" in kind:
+def _metavar(kind: cfg.OptionType) -> str:
+    if kind.is_list:
         return "A,B"
-    for name, meta in (("int", "N"), ("float", "X")):
-        if kind.startswith(name):
-            return meta
-    return "NAME"
+    return {int: "N", float: "X"}.get(kind.kind, "NAME")
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
     """The RunConfig options given as flags (raw strings; RunConfig.from_dict coerces them)."""
-    types = {f.name: str(f.type) for f in fields(RunConfig)}
     out = {}
     for key, value in vars(args).items():
         if not key.startswith(_PREFIX):
             continue
         name = key[len(_PREFIX) :]
         if isinstance(value, str) and value.lower() in ("none", "null"):
-            if "None" in types[name]:
+            if cfg.option_type(name).optional:
                 value = None
-            elif "tuple" in types[name]:
+            elif cfg.option_type(name).is_list:
                 value = ""
         out[name] = value
     return out

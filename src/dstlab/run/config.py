@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import numbers
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -299,8 +300,39 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-_FIELD_TYPES = {f.name: f.type for f in fields(RunConfig)}
 _FIELDS = {f.name: f for f in fields(RunConfig)}
+
+
+@dataclass(frozen=True)
+class OptionType:
+    """The values a RunConfig option holds, as its annotation states them."""
+
+    kind: type  # bool, int, float or str: the value's type, or each item's for a list option
+    is_list: bool  # a tuple of ``kind``
+    optional: bool  # None is allowed
+
+
+def _option_type(hint: Any) -> OptionType:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        (hint,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        return OptionType(typing.get_args(hint)[0], True, optional)
+    return OptionType(hint, False, optional)
+
+
+_OPTION_TYPES = {
+    name: _option_type(hint)
+    for name, hint in typing.get_type_hints(RunConfig).items()
+    if name in _FIELDS
+}
+
+
+def option_type(option: str) -> OptionType:
+    """What values RunConfig option ``option`` holds: the one reading of the annotations that
+    parsing, the CLI flags and the store's columns share."""
+    return _OPTION_TYPES[option]
 
 
 def options_in(*groups: str) -> tuple[str, ...]:
@@ -351,30 +383,29 @@ def choices(option: str) -> tuple[Any, ...] | None:
 
 
 def _coerce(cls: type, key: str, value: Any) -> Any:
-    kind = _FIELD_TYPES[key]
+    kind = option_type(key)
     if value is None:
         return None
-    if "tuple" in kind:
+    if kind.is_list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"option '{key}' must be a list of names, got {value!r}.")
-        item = float if "float" in kind else int if "int" in kind else str
         try:
-            return tuple(item(v) for v in value)
+            return tuple(kind.kind(v) for v in value)
         except (TypeError, ValueError):
             raise ConfigError(f"option '{key}' has a bad list item in {value!r}.") from None
-    if kind.startswith("bool"):
+    if kind.kind is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         if not isinstance(value, bool):
             raise ConfigError(f"option '{key}' must be true or false, got {value!r}.")
         return value
-    if kind.startswith(("int", "float")):
-        return _number(key, value, whole=kind.startswith("int"))
+    if kind.kind in (int, float):
+        return _number(key, value, whole=kind.kind is int)
     if key == "precision" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # YAML reads `precision: 32` as a number
-    if kind.startswith("str") and not isinstance(value, str):
+    if kind.kind is str and not isinstance(value, str):
         raise ConfigError(f"option '{key}' must be a string, got {value!r}.")
     return value
 
@@ -419,8 +450,8 @@ def _validate(c: RunConfig) -> None:
     # imported here, not at the top: the engine's checks know the criteria, which import torch
     from dstlab.topology.validation import check_compared_fraction, check_dst_options
 
-    for name, kind in _FIELD_TYPES.items():
-        lists = "tuple" in kind and name not in DST_OPTIONS  # the engine's lists: checked there
+    for name, kind in _OPTION_TYPES.items():
+        lists = kind.is_list and name not in DST_OPTIONS  # the engine's lists: checked there
         if lists and not isinstance(getattr(c, name), tuple | list):
             raise ConfigError(f"{name} must be a list, got {shown(getattr(c, name))}.")
     _check_choices(c)

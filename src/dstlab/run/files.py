@@ -115,6 +115,12 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     return read_json(run_dir / RESULT)
 
 
+def read_final_result(run_dir: Path) -> dict[str, Any] | None:
+    """The result.json of a run that ended on its own (its status is one of FINAL), else None."""
+    result = read_json(run_dir / RESULT)
+    return result if isinstance(result, dict) and result.get("status") in FINAL else None
+
+
 class MetricsLog:
     """Appends one JSON record a line to metrics.jsonl and knows its own length, so a checkpoint
     can store it and a resume can cut off the records written after that checkpoint."""

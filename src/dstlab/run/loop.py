@@ -557,11 +557,7 @@ class _Run:
 
     def density(self) -> float:
         """Active fraction of the sparse parameters (1.0 for a dense run)."""
-        if self.dst is None:
-            return 1.0
-        # the targets' counts: `dst.masks` would build dense masks for truly sparse layers
-        total = sum(t.numel for t in self.dst.targets)
-        return sum(t.active_count for t in self.dst.targets) / total if total else 1.0
+        return 1.0 if self.dst is None else self.dst.sparse_density()
 
     def _start_similarity(self) -> None:
         """DESIGN §7 "at the start" on the first batch of the first epoch's order; the run itself
@@ -646,11 +642,11 @@ class _Run:
         if self.dst is not None:
             self.dst.load_state_dict(ckpt["dst"])
         # a checkpoint from as many processes resumes each rank's own streams exactly
-        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        ranks = ckpt["rng_ranks"]
         streams = ranks[self.group.rank] if len(ranks) == self.group.size else ckpt["rng"]
         _set_rng(self.device, streams["global"])
         self.aug_gen.set_state(streams["augment"])
-        if self.scaler is not None and ckpt.get("scaler"):
+        if self.scaler is not None and ckpt["scaler"]:  # a disabled scaler saves {}
             self.scaler.load_state_dict(ckpt["scaler"])
         self.best = ckpt["best"]
         if self.best["state"] is not None:

@@ -40,11 +40,8 @@ def measure(
     for fraction in fractions:
         similarity = dst.compare_criteria(list(criteria), fraction=float(fraction))
         similarity["layers"] = {
-            t.name: {
-                "active": t.active_count,
-                "removed": count_to_replace(float(fraction), t.active_count),
-            }
-            for t in dst.targets
+            name: {"active": active, "removed": count_to_replace(float(fraction), active)}
+            for name, active in dst.layer_counts().items()
         }
         out[float(fraction)] = similarity
     dst.optimizer.zero_grad(set_to_none=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from dstlab.study.executors import EXECUTORS
+
 if TYPE_CHECKING:
     from dstlab.study.spec import StudySpec
 
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
     run.add_argument(
         "--executor",
-        choices=("local", "ray", "slurm"),
+        choices=EXECUTORS.names(),
         default="local",
         help="local worker processes (default), Ray tasks or Slurm jobs",
     )
@@ -72,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dstlab.run import files
     from dstlab.study.runner import plan_workers, run_study
     from dstlab.study.spec import load_spec
 
@@ -99,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"{spec.name}: {report.total} runs ({counts}); ran {report.ran} now; results in {args.out}"
     )
-    return 1 if report.counts.get("failed") else 0
+    return 1 if report.counts.get(files.FAILED) else 0
 
 
 _SLURM_FLAGS = (

@@ -78,6 +78,8 @@ class _Slot:
 class LocalExecutor:
     """Runs tasks in ``workers`` spawned processes; ``wait`` returns finished outcomes."""
 
+    jobs_outlive_driver = False  # the workers die with the driver
+
     def __init__(self, workers: int, threads: int | None, run_fn: RunFn | None = None) -> None:
         self.capacity = max(1, workers)
         self.threads = threads

@@ -20,6 +20,8 @@ def _ray_run(work: Work, run_fn: RunFn | None, threads: int | None) -> list[Outc
 class RayExecutor:
     """Submits tasks to a Ray cluster (a local one when no address is given)."""
 
+    jobs_outlive_driver = False  # a driver's tasks end with its Ray job
+
     def __init__(
         self,
         threads: int,

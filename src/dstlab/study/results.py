@@ -9,11 +9,16 @@ from pathlib import Path
 import pandas as pd
 
 from dstlab.errors import ConfigError
-from dstlab.run.config import RunConfig
+from dstlab.run.config import RunConfig, option_type
 from dstlab.study.store import CONFIG_COLUMNS, RESULT_COLUMNS, STORE_FILE, Store
 
 RUNS_DIR = "runs"
-_BOOL_FIELDS = [f.name for f in fields(RunConfig) if str(f.type).startswith("bool")]
+SPEC_FILE = "study.yaml"  # the spec as given
+_BOOL_FIELDS = [
+    f.name
+    for f in fields(RunConfig)
+    if option_type(f.name).kind is bool and not option_type(f.name).is_list
+]
 
 
 def open_store(study_dir: str | Path) -> Store:
@@ -93,7 +98,7 @@ def export_results(study_dir: str | Path) -> list[Path]:
 def _grid_keys(study_dir: Path) -> list[str]:
     from dstlab.study.spec import load_spec
 
-    spec_file = study_dir / "study.yaml"
+    spec_file = study_dir / SPEC_FILE
     if not spec_file.is_file():
         return []
     try:

@@ -3,7 +3,6 @@ records every outcome. Stopping it at any moment loses no finished result (see s
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -12,29 +11,21 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from dstlab.errors import ConfigError
+from dstlab.registry import check_one_of
 from dstlab.run import files
+from dstlab.study.executors import EXECUTORS, Executor, Request
 from dstlab.study.preflight import check_spec
-from dstlab.study.results import RUNS_DIR
+from dstlab.study.results import RUNS_DIR, SPEC_FILE
 from dstlab.study.spec import StudySpec, load_spec
 from dstlab.study.stacks import StackPlan, parse_stack
-from dstlab.study.store import FINAL, Claim, Store
-from dstlab.study.task import Outcome, RunFn, StackTask, Task, Work, run_ids
+from dstlab.study.store import Claim, Store
+from dstlab.study.task import RunFn, StackTask, Task, run_ids
 
 if TYPE_CHECKING:
     from dstlab.study.slurm_executor import SlurmOptions
-
-EXECUTORS = ("local", "ray", "slurm")
-
-
-class Executor(Protocol):
-    capacity: int
-
-    def submit(self, work: Work) -> None: ...
-    def wait(self, timeout: float) -> list[Outcome]: ...
-    def close(self, kill: bool = False) -> None: ...
 
 
 def available_cores() -> int:
@@ -94,61 +85,49 @@ def run_study(
     as ``run_fn(config, run_dir, resume=..., progress=False)`` in the executor's workers.
     ``slurm`` holds the per-run resources of the slurm executor. ``stack`` (``auto``, or at most
     that many) trains runs that differ only in seed, mode and engine options as one stacked
-    model (``dstlab.study.stacks``) on the local and Ray executors."""
-    if executor not in EXECUTORS:
-        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}.")
-    if executor == "local" and (address or gpus):
-        raise ConfigError("--address and --gpus apply to the ray executor; add --executor ray.")
-    if slurm is not None and executor != "slurm":
-        raise ConfigError("Slurm options apply to the slurm executor; add --executor slurm.")
+    model (``dstlab.study.stacks``) on the executors that take stacks (local, Ray)."""
+    check_one_of("executor", executor, EXECUTORS.names())
+    factory = EXECUTORS.get(executor)
+    out = Path(out)
+    planned_workers, planned_threads = plan_workers(workers, threads)
+    request = Request(
+        out, run_fn, workers, threads, planned_workers, planned_threads, address, gpus, slurm
+    )
+    factory.check(request)
     stack_limit = parse_stack(stack)
-    if executor == "slurm" and (stack_limit or 1) > 1:
-        raise ConfigError("--stack applies to the local and ray executors; leave it out or give 1.")
+    if not factory.takes_stacks and (stack_limit or 1) > 1:
+        raise ConfigError(
+            f"--stack applies to the local and ray executors, not {executor}; leave it out or give 1."
+        )
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
-    n_workers, n_threads = plan_workers(workers, threads)
     # every run is built ahead, so a grid point that cannot start stops the study before any
-    # run does; Ray's workers may have packages this machine lacks
-    for note in check_spec(spec, missing_ok=executor == "ray"):
+    # run does
+    for note in check_spec(spec, missing_ok=factory.remote_workers):
         print(f"dstlab: {note}", file=sys.stderr)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / RUNS_DIR).mkdir(exist_ok=True)
     if spec.text:
-        (out / "study.yaml").write_text(spec.text)
+        (out / SPEC_FILE).write_text(spec.text)
     ids = spec.run_ids()
     allowed = set(ids)
     with Store(out, stale_after=stale_after) as store:
         store.add_runs(zip(ids, spec.runs, strict=True))
         if retry_failed:
             store.reset_failed(ids)
-        if executor == "slurm":
-            from dstlab.study.slurm_executor import reset_interrupted
-
-            reset_interrupted(store, ids)
+        factory.reclaim(store, ids)
         counts = store.counts(ids)
         todo = counts["pending"] + counts["running"]
         if todo == 0:
             return StudyReport(counts, 0, len(ids))
-        if executor == "slurm":
-            from dstlab.study.slurm_executor import SlurmExecutor, SlurmOptions
-
-            pool: Executor = SlurmExecutor(out, slurm or SlurmOptions(), run_fn)
-        elif executor == "ray":
-            from dstlab.study.ray_executor import RayExecutor
-
-            pool = RayExecutor(n_threads, run_fn, address=address, workers=workers, gpus=gpus)
-        else:
-            if todo < n_workers and threads is None:  # fewer runs than workers: more threads each
-                n_threads = max(1, n_workers * n_threads // todo)
-            pool = _local(min(n_workers, todo), n_threads, run_fn)
+        pool = factory.build(request, todo)
         tags = {
             rid: tracker_tags(spec, config)
             for rid, config in zip(ids, spec.runs, strict=True)
             if config.log
         }
-        # a custom run function trains runs one by one; Slurm jobs hold one run each
-        stacking = run_fn is None and executor != "slurm" and stack_limit != 1
+        # a custom run function trains runs one by one
+        stacking = run_fn is None and factory.takes_stacks and stack_limit != 1
         plan = StackPlan(
             zip(ids, spec.runs, strict=True) if stacking else (), stack_limit, pool.capacity
         )
@@ -156,12 +135,6 @@ def run_study(
             store, pool, out, allowed, len(ids), counts, progress, heartbeat_every, tags, plan
         )
         return StudyReport(store.counts(ids), ran, len(ids))
-
-
-def _local(workers: int, threads: int, run_fn: RunFn | None) -> Executor:
-    from dstlab.study.local import LocalExecutor
-
-    return LocalExecutor(workers, threads, run_fn)
 
 
 def _drive(
@@ -178,12 +151,12 @@ def _drive(
 ) -> int:
     from tqdm import tqdm
 
-    finished = counts["done"] + counts["diverged"] + counts["failed"]
+    finished = sum(counts[status] for status in (*files.FINAL, files.FAILED))
     bar = tqdm(total=total, initial=finished, unit="run", disable=not progress, file=sys.stderr)
     inflight: dict[str, Claim] = {}
     units: dict[str, set[str]] = {}  # each submitted task or stack: its runs still in flight
     ran = 0
-    failed = counts["failed"]
+    failed = counts[files.FAILED]
     last_beat = time.monotonic()
     previous = _interrupt_on_sigterm()
     try:
@@ -192,8 +165,7 @@ def _drive(
                 claims = _claim_unit(store, allowed, plan)
                 if not claims:
                     break
-                # a Slurm job may still be writing a run directory that looks abandoned
-                wipe = not getattr(pool, "jobs_outlive_driver", False)
+                wipe = not pool.jobs_outlive_driver  # else a job may still write there
                 tasks = []
                 for claim in claims:
                     task = _prepare(claim, out, tags.get(claim.run_id, {}), wipe=wipe)
@@ -217,7 +189,7 @@ def _drive(
                         del units[unit]
                 status = store.finish(claim, outcome.result, outcome.error)
                 ran += 1
-                failed += status == "failed"
+                failed += status == files.FAILED
                 bar.set_postfix(failed=failed, refresh=False)
                 bar.update(1)
             if time.monotonic() - last_beat >= heartbeat_every:
@@ -264,14 +236,9 @@ def _prepare(
     """The task for a claim, or the run's final result when its result.json already says so.
     ``wipe`` clears a dead attempt's files before a fresh start."""
     run_dir = out / RUNS_DIR / claim.run_id
-    result_file = run_dir / files.RESULT
-    if result_file.is_file():
-        try:
-            result = json.loads(result_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            result = {}
-        if result.get("status") in FINAL:
-            return result
+    result = files.read_final_result(run_dir)
+    if result is not None:
+        return result
     resume = (run_dir / files.CHECKPOINT).is_file()
     if wipe and not resume and run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh start must not mix with a dead attempt's files

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dstlab.errors import ConfigError
+from dstlab.run import files
 from dstlab.study import slurm_jobs
 from dstlab.study.store import Store
 from dstlab.study.task import Outcome, RunFn, Task, execute, set_threads
@@ -31,7 +32,6 @@ from dstlab.study.task import Outcome, RunFn, Task, execute, set_threads
 SLURM_DIR = "slurm"  # under the study directory: sbatch scripts, logs, submitit's pickles
 ATTEMPTS_FILE = "slurm_attempts.jsonl"  # in each run directory: one line per job start
 SIGNAL_DELAY_S = 30  # Slurm sends USR2 this long before a job's time limit
-_FINAL = ("done", "diverged")
 # seconds a finished job's result may take to appear to the driver (shared-filesystem caches)
 OUTPUT_GRACE = 30.0
 
@@ -114,14 +114,6 @@ def by_nproc(tasks: list[Task]) -> dict[int, list[Task]]:
     return groups
 
 
-def _final_result(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        result = json.loads((run_dir / "result.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return result if result.get("status") in _FINAL else None
-
-
 def _load_submitit() -> Any:
     try:
         import submitit
@@ -146,8 +138,8 @@ class SlurmRun:
     def __call__(self, task: Task) -> Outcome:
         run_dir = Path(task.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        done = _final_result(run_dir)
-        resume = (run_dir / "checkpoint.pt").is_file()
+        done = files.read_final_result(run_dir)
+        resume = (run_dir / files.CHECKPOINT).is_file()
         attempt = {
             "job": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID")),
             "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
@@ -189,7 +181,7 @@ def reset_interrupted(store: Store, run_ids: list[str]) -> int:
     hit = [
         r["run_id"]
         for r in store.rows()
-        if r["status"] == "failed"
+        if r["status"] == files.FAILED
         and r["run_id"] in wanted
         and (r["error"] or "").startswith(prefix)
     ]
@@ -199,8 +191,7 @@ def reset_interrupted(store: Store, run_ids: list[str]) -> int:
 class SlurmExecutor:
     """Submits tasks as Slurm job arrays of up to ``max_jobs`` runs; ``wait`` polls ``sacct``."""
 
-    # a job keeps running when the driver dies: the runner must not wipe its run directory
-    jobs_outlive_driver = True
+    jobs_outlive_driver = True  # a job keeps running when the driver dies
 
     def __init__(
         self,

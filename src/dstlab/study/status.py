@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dstlab.run import files
 from dstlab.study.results import open_store
 from dstlab.study.store import STATUSES
 
@@ -17,7 +18,7 @@ def study_status(study_dir: str | Path) -> str:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     lines = [f"{study_dir}: {len(rows)} runs"]
     lines += [f"  {status:<9}{counts[status]:>6}" for status in STATUSES]
-    seconds = [r["seconds"] for r in rows if r["status"] == "done" and r["seconds"]]
+    seconds = [r["seconds"] for r in rows if r["status"] == files.DONE and r["seconds"]]
     left = counts["pending"] + counts["running"]
     if seconds and left:
         mean = sum(seconds) / len(seconds)
@@ -30,7 +31,7 @@ def study_status(study_dir: str | Path) -> str:
     if stacks:
         sizes = ", ".join(str(len(s)) for s in stacks)
         lines.append(f"  running stacked: {len(stacks)} stack(s) of {sizes} run(s)")
-    failures = [r for r in rows if r["status"] == "failed"]
+    failures = [r for r in rows if r["status"] == files.FAILED]
     if failures:
         lines.append("failures (rerun with --retry-failed):")
         for row in failures[:20]:

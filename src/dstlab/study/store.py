@@ -15,12 +15,12 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dstlab.run import files
-from dstlab.run.config import IDENTITY_OPTIONS, RunConfig
+from dstlab.run.config import IDENTITY_OPTIONS, OptionType, RunConfig, option_type
 
 STORE_FILE = "store.sqlite"
 STATUSES = ("pending", "running", files.DONE, files.FAILED, files.DIVERGED)
@@ -55,17 +55,13 @@ _BOOKKEEPING = {
 }
 
 
-def _sql_type(field_type: str) -> str:
-    if field_type.startswith("bool") or field_type.startswith("int"):
-        return "INTEGER"
-    if field_type.startswith("float"):
-        return "REAL"
-    return "TEXT"
+def _sql_type(kind: OptionType) -> str:
+    if kind.is_list:  # comma-joined (config_column_value)
+        return "TEXT"
+    return {bool: "INTEGER", int: "INTEGER", float: "REAL"}.get(kind.kind, "TEXT")
 
 
-CONFIG_COLUMNS = {
-    f.name: _sql_type(str(f.type)) for f in fields(RunConfig) if f.name in IDENTITY_OPTIONS
-}
+CONFIG_COLUMNS = {name: _sql_type(option_type(name)) for name in IDENTITY_OPTIONS}
 
 
 def config_column_value(value: Any) -> Any:
@@ -140,7 +136,7 @@ class Store:
                 + ")"
             )
             have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-            # columns added since the store was created (a newer RunConfig) are added in place
+            # the config and result columns the table lacks (all of them in a new store)
             for name, kind in columns.items():
                 if name not in have:
                     db.execute(f'ALTER TABLE runs ADD COLUMN "{name}" {kind}')
@@ -229,13 +225,13 @@ class Store:
 
         ``result`` is the run's result dict (its ``status`` decides done/diverged/failed);
         ``error`` alone means the run raised."""
-        status = "failed"
+        status = files.FAILED
         values: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS)
         seconds = None
         if result is not None:
-            status = result.get("status") or "done"
+            status = result.get("status") or files.DONE
             if status not in STATUSES or status in ("pending", "running"):
-                status = "failed"
+                status = files.FAILED
             error = error or result.get("error")
             for key in RESULT_COLUMNS:
                 source = "epochs" if key == "epochs_run" else key

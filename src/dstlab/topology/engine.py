@@ -3,6 +3,7 @@ each sparse layer (DESIGN §3). Pure PyTorch: no files, no datasets."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -56,8 +57,8 @@ class DST:
 
     ``prune_options`` reach the pruning criterion through its own signature (e.g.
     ``prune="mest", prune_options={"gamma": 2.0}``); shadow criteria get those they take.
-    ``gamma`` is the older spelling of ``prune_options={"gamma": ...}``, given to every
-    criterion that takes it. ``backend_options`` go to the backend's target factory, e.g.
+    ``gamma`` is a shorthand for ``prune_options={"gamma": ...}``, given to every criterion
+    that takes it. ``backend_options`` go to the backend's target factory, e.g.
     ``backend="sparse", backend_options={"rule": SparseRule(force=True)}``.
 
     The defaults are those of ``dstlab train`` (``RunConfig``): ``update_every=100`` is RigL's
@@ -104,31 +105,7 @@ class DST:
         structure: str = "unstructured",
         ablate_below: int = 0,
     ):
-        check_dst_options(
-            density=density,
-            prune=prune,
-            grow=grow,
-            distribution=distribution,
-            update_every=update_every,
-            drop_fraction=drop_fraction,
-            decay=decay,
-            seed=seed,
-            drop_fraction_min=drop_fraction_min,
-            update_start=update_start,
-            update_end=update_end,
-            erk_power=erk_power,
-            dense_layers=dense_layers,
-            selection=selection,
-            global_normalize=global_normalize,
-            gamma=gamma,
-            score_smoothing=score_smoothing,
-            update_position=update_position,
-            shadow_criteria=shadow_criteria,
-            backend=backend,
-            structure=structure,
-            ablate_below=ablate_below,
-            total_steps=total_steps,
-        )
+        check_dst_options(**_checked_options(locals()))
         self.model, self.optimizer = model, optimizer
         self.density = float(density)
         self.seed = int(seed)
@@ -140,72 +117,33 @@ class DST:
         self.total_steps = total_steps
         self.schedule = UpdateSchedule.create(update_every, update_start, update_end, total_steps)
         self.drop = DropFraction(drop_fraction, decay, drop_fraction_min, total_steps)
-        self.prune_options = _prune_options(prune, gamma, prune_options)
-        self.pruner = (
-            prune
-            if isinstance(prune, Pruner)
-            else get_pruner(prune, **pruner_options(prune, _legacy(gamma)), **self.prune_options)
-        )
-        self.grower = grow if isinstance(grow, Grower) else get_grower(grow)
-        self._shared_options = {**_legacy(gamma), **self.prune_options}
-        self.shadow_pruners = {name: self._pruner(name) for name in shadow_criteria}
-
-        native = native_sparse_layers(model)
-        self.structure = get_structure(structure, ablate_below)
-        self.structure.check_options(
-            selection=selection,
-            backend=backend,
-            score_smoothing=score_smoothing,
-            pruners=[self.pruner, *self.shadow_pruners.values()],
-            grower=self.grower,
-            native_layers=list(native),
-        )
-        params, dense = sparsifiable_parameters(model, dense_layers, allow_none=bool(native))
-        held = optimizer_parameters(optimizer)
-        missing = [n for n in params if n not in dense and id(params[n]) not in held]
-        missing += [n for n, m in native.items() if id(native_layer(m).parameter(m)) not in held]
-        if missing:
-            raise ConfigError(
-                f"the optimizer does not hold the model's parameter {missing[0]!r}; "
-                "build the optimizer from model.parameters() before DST."
-            )
-        self.dense_layers = dense
-        shapes = {n: tuple(p.shape) for n, p in params.items()}
-        self.layer_density = (
-            self.structure.densities(shapes, density, distribution, power=erk_power, dense=dense)
-            if set(shapes) - set(dense)
-            else dict.fromkeys(shapes, 1.0)  # only layers built sparse (and dense ones)
-        )
         self.generator = torch.Generator().manual_seed(self.seed)
         self.shadow_generator = torch.Generator().manual_seed(self.seed + _SHADOW_SEED_OFFSET)
-        masks = {
-            n: self._initial_mask(params[n], self.layer_density[n])
-            for n in params
-            if n not in dense
-        }
-        self.targets = build_targets(
-            backend, model, optimizer, {n: params[n] for n in masks}, masks, backend_options or {}
-        )
-        # layers built sparse (e.g. SparseLinear(n_in, n_out, density=...)) keep their density
-        self.targets += [native_layer(m).target(n, m, optimizer) for n, m in native.items()]
-        self.layer_density.update({n: m.density for n, m in native.items()})
-        self._dense_numel = sum(params[n].numel() for n in dense)
-        self.tracker = TopologyTracker(self._positions(), {t.name: t.numel for t in self.targets})
-        self.step_count = 0
-        self.records: list[dict[str, Any]] = []
-        self._smoothed: dict[str, torch.Tensor] = {}
-        # EMA of the dense gradient before masking, for growers that rank by momentum (DESIGN §5)
-        self._keeps_momentum = self.grower.needs_momentum and not self.static
-        self._grad_momentum: dict[str, torch.Tensor] = {}
-        self._exact_optimizer = isinstance(optimizer, _ZERO_PRESERVING)
-        # mixed precision: the scaler's unscale/step/update happen inside step(); an update due
-        # at a step whose gradients overflow waits for the next finite step (`_postponed` = t)
-        self.grad_scaler = grad_scaler
-        self._postponed: int | None = None
-        # (update record, dense gradients for an update after the step) between
-        # before_optimizer_step() and the step() that finishes it
-        self._prepared: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
+        self._set_criteria(prune, grow, gamma, prune_options, shadow_criteria)
+        native = native_sparse_layers(model)
+        self._set_structure(structure, ablate_below, native)
+        params, self.dense_layers = self._find_parameters(dense_layers, native)
+        self._build_targets(params, native, distribution, erk_power, backend_options or {})
+        self._start_counting(grad_scaler)
         self.enforce()
+
+    @classmethod
+    def from_state(
+        cls,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        state: dict[str, Any],
+        **options: Any,
+    ) -> DST:
+        """``DST(model, optimizer, **options)`` continuing from ``state`` (a `state_dict`): its
+        masks are the saved ones from the start, so the model's weights (and the optimizer's
+        state) are kept wherever they are active; nothing is drawn afresh and zeroed."""
+        dst = cls.__new__(cls)
+        dst._saved = state
+        dst.__init__(model, optimizer, **options)  # type: ignore[misc]
+        dst._saved = None
+        dst.load_state_dict(state)
+        return dst
 
     # ------------------------------------------------------------------ public API
 
@@ -225,6 +163,16 @@ class DST:
             t.name: torch.empty(0, dtype=torch.long) if t.is_meta else t.active_positions()
             for t in self.targets
         }
+
+    def layer_counts(self) -> dict[str, int]:
+        """{parameter name: its number of active weights}, counted without building a mask."""
+        return {t.name: t.active_count for t in self.targets}
+
+    def sparse_density(self) -> float:
+        """Active fraction of the sparse parameters alone (`current_density` also counts the
+        layers kept dense); 1.0 when there are none."""
+        total = sum(t.numel for t in self.targets)
+        return sum(self.layer_counts().values()) / total if total else 1.0
 
     def current_density(self) -> float:
         active = sum(t.active_count for t in self.targets) + self._dense_numel
@@ -376,29 +324,12 @@ class DST:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        names = {t.name for t in self.targets}
-        saved_masks, saved_positions = state["masks"], state.get("positions", {})
-        if {*saved_masks, *saved_positions} != names:
-            raise ConfigError(
-                "this DST state belongs to a model with other sparse layers "
-                f"({sorted({*saved_masks, *saved_positions})}) than this one ({sorted(names)})."
-            )
+        _check_saved_layers(state, {t.name for t in self.targets})
         for target in self.targets:
-            if target.name in saved_positions:
-                flat = saved_positions[target.name].to(torch.int64)
-                if flat.numel() and int(flat.max()) >= target.numel:
-                    raise ConfigError(
-                        f"the saved positions of {target.name!r} reach past its "
-                        f"{target.numel} weights."
-                    )
-                target.load_positions(flat)
+            if target.name in state["positions"]:
+                target.load_positions(_saved_positions(state, target.name, target.numel))
                 continue
-            mask = saved_masks[target.name].to(dtype=torch.bool)
-            if tuple(mask.shape) != tuple(target.shape):
-                raise ConfigError(
-                    f"the saved mask of {target.name!r} has shape "
-                    f"{tuple(mask.shape)}, the layer has {target.shape}."
-                )
+            mask = _checked_mask(state, target.name, target.shape)
             if target.stores_active_only:
                 target.load_positions(mask.reshape(-1).nonzero().squeeze(1))
             else:
@@ -407,7 +338,7 @@ class DST:
         self.generator.set_state(state["generator"])
         self.shadow_generator.set_state(state["shadow_generator"])
         self.tracker.load_state_dict(state["tracker"])
-        self._smoothed = {n: s.clone() for n, s in state.get("smoothed", {}).items()}
+        self._smoothed = {n: s.clone() for n, s in state["smoothed"].items()}
         # records are not state: they went to the caller (metrics.jsonl) as they were made, and
         # a checkpoint must not grow with every update; this session records from here on
         self.records = []
@@ -418,10 +349,111 @@ class DST:
                 for n, m in state.get("grad_momentum", {}).items()
                 if n in devices
             }
-        self._postponed = state.get("postponed")
+        self._postponed = state["postponed"]
         self.enforce()
 
     # ------------------------------------------------------------------ construction
+
+    # the state `from_state` builds from: its masks stand in for the random initial draw
+    _saved: dict[str, Any] | None = None
+
+    def _set_criteria(
+        self,
+        prune: str | Pruner,
+        grow: str | Grower,
+        gamma: float | None,
+        prune_options: Mapping[str, Any] | None,
+        shadow_criteria: Sequence[str],
+    ) -> None:
+        self.prune_options = _prune_options(prune, gamma, prune_options)
+        gamma_option = _gamma_option(gamma)
+        self.pruner = (
+            prune
+            if isinstance(prune, Pruner)
+            else get_pruner(prune, **pruner_options(prune, gamma_option), **self.prune_options)
+        )
+        self.grower = grow if isinstance(grow, Grower) else get_grower(grow)
+        self._shared_options = {**gamma_option, **self.prune_options}
+        self.shadow_pruners = {name: self._pruner(name) for name in shadow_criteria}
+
+    def _set_structure(self, structure: str, ablate_below: int, native: Mapping[str, Any]) -> None:
+        """The structure, once it has accepted the options and criteria (DESIGN §11)."""
+        self.structure = get_structure(structure, ablate_below)
+        self.structure.check_options(
+            selection=self.selection,
+            backend=self.backend,
+            score_smoothing=self.score_smoothing,
+            pruners=[self.pruner, *self.shadow_pruners.values()],
+            grower=self.grower,
+            native_layers=list(native),
+        )
+
+    def _find_parameters(
+        self, dense_layers: Iterable[str], native: Mapping[str, Any]
+    ) -> tuple[dict[str, nn.Parameter], list[str]]:
+        """(every sparsifiable weight, the names of those kept dense), once the optimizer is
+        known to hold them all: DST masks what the optimizer steps."""
+        params, dense = sparsifiable_parameters(self.model, dense_layers, allow_none=bool(native))
+        held = optimizer_parameters(self.optimizer)
+        missing = [n for n in params if n not in dense and id(params[n]) not in held]
+        missing += [n for n, m in native.items() if id(native_layer(m).parameter(m)) not in held]
+        if missing:
+            raise ConfigError(
+                f"the optimizer does not hold the model's parameter {missing[0]!r}; "
+                "build the optimizer from model.parameters() before DST."
+            )
+        return params, dense
+
+    def _build_targets(
+        self,
+        params: dict[str, nn.Parameter],
+        native: Mapping[str, Any],
+        distribution: str,
+        erk_power: float,
+        backend_options: Mapping[str, Any],
+    ) -> None:
+        """Per-layer densities (DESIGN §2), each sparse layer's initial mask, and the targets
+        the engine reaches the layers through."""
+        dense = self.dense_layers
+        shapes = {n: tuple(p.shape) for n, p in params.items()}
+        self.layer_density = (
+            self.structure.densities(
+                shapes, self.density, distribution, power=erk_power, dense=dense
+            )
+            if set(shapes) - set(dense)
+            else dict.fromkeys(shapes, 1.0)  # only layers built sparse (and dense ones)
+        )
+        sparse = {n: p for n, p in params.items() if n not in dense}
+        if self._saved is None:
+            masks = {n: self._initial_mask(p, self.layer_density[n]) for n, p in sparse.items()}
+        else:
+            _check_saved_layers(self._saved, {*sparse, *native})
+            masks = {n: _saved_mask(self._saved, n, p) for n, p in sparse.items()}
+        self.targets = build_targets(
+            self.backend, self.model, self.optimizer, sparse, masks, backend_options
+        )
+        # layers built sparse (e.g. SparseLinear(n_in, n_out, density=...)) keep their density
+        self.targets += [native_layer(m).target(n, m, self.optimizer) for n, m in native.items()]
+        self.layer_density.update({n: m.density for n, m in native.items()})
+        self._dense_numel = sum(params[n].numel() for n in dense)
+
+    def _start_counting(self, grad_scaler: torch.amp.GradScaler | None) -> None:
+        """Step 0: the trackers, records and per-step state of a fresh run."""
+        self.tracker = TopologyTracker(self._positions(), {t.name: t.numel for t in self.targets})
+        self.step_count = 0
+        self.records: list[dict[str, Any]] = []
+        self._smoothed: dict[str, torch.Tensor] = {}
+        # EMA of the dense gradient before masking, for growers that rank by momentum (DESIGN §5)
+        self._keeps_momentum = self.grower.needs_momentum and not self.static
+        self._grad_momentum: dict[str, torch.Tensor] = {}
+        self._exact_optimizer = isinstance(self.optimizer, _ZERO_PRESERVING)
+        # mixed precision: the scaler's unscale/step/update happen inside step(); an update due
+        # at a step whose gradients overflow waits for the next finite step (`_postponed` = t)
+        self.grad_scaler = grad_scaler
+        self._postponed: int | None = None
+        # (update record, dense gradients for an update after the step) between
+        # before_optimizer_step() and the step() that finishes it
+        self._prepared: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
 
     def _initial_mask(self, param: torch.Tensor, density: float) -> torch.Tensor:
         if param.device.type == "meta":
@@ -691,9 +723,49 @@ def _prune_options(
     return options
 
 
-def _legacy(gamma: float | None) -> dict[str, Any]:
+def _gamma_option(gamma: float | None) -> dict[str, Any]:
     """``gamma=`` as an option for the criteria that take one."""
     return {} if gamma is None else {"gamma": float(gamma)}
+
+
+def _checked_options(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of ``DST(...)`` that `check_dst_options` checks: all it names, so that a
+    keyword missing from either side is an error, not an unchecked option."""
+    return {name: arguments[name] for name in inspect.signature(check_dst_options).parameters}
+
+
+def _check_saved_layers(state: Mapping[str, Any], names: set[str]) -> None:
+    saved = {*state["masks"], *state["positions"]}
+    if saved != names:
+        raise ConfigError(
+            "this DST state belongs to a model with other sparse layers "
+            f"({sorted(saved)}) than this one ({sorted(names)})."
+        )
+
+
+def _saved_positions(state: Mapping[str, Any], name: str, numel: int) -> torch.Tensor:
+    flat = state["positions"][name].to(torch.int64)
+    if flat.numel() and int(flat.max()) >= numel:
+        raise ConfigError(f"the saved positions of {name!r} reach past its {numel} weights.")
+    return flat
+
+
+def _checked_mask(state: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    mask = state["masks"][name].to(dtype=torch.bool)
+    if tuple(mask.shape) != tuple(shape):
+        raise ConfigError(
+            f"the saved mask of {name!r} has shape {tuple(mask.shape)}, the layer has {shape}."
+        )
+    return mask
+
+
+def _saved_mask(state: Mapping[str, Any], name: str, param: torch.Tensor) -> torch.Tensor:
+    """The bool mask of ``param`` that ``state`` holds, saved as a mask or as positions."""
+    if name in state["positions"]:
+        mask = torch.zeros(param.numel(), dtype=torch.bool)
+        mask[_saved_positions(state, name, param.numel())] = True
+        return mask.view(param.shape).to(param.device)
+    return _checked_mask(state, name, tuple(param.shape)).to(param.device).clone()
 
 
 def _momentum_beta(group: dict[str, Any]) -> float:
