@@ -368,7 +368,7 @@ def test_a_second_cluster_stops_with_its_jobs_and_leaves_this_one_working(slurm)
                 in (cluster / "slurm.conf").read_text()
             )
         submitted = subprocess.run(
-            ["sbatch", "--parsable", "--wrap", "srun sleep 600"], env=job_env,
+            ["sbatch", "--parsable", "--output=/dev/null", "--wrap", "srun sleep 600"], env=job_env,
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr
@@ -384,7 +384,7 @@ def test_a_second_cluster_stops_with_its_jobs_and_leaves_this_one_working(slurm)
         assert time.monotonic() < deadline, f"processes of the stopped cluster live on: {left}"
         time.sleep(0.1)
     submitted = subprocess.run(
-        ["sbatch", "--parsable", "--wrap", "true"], env=slurm, capture_output=True, text=True,
+        ["sbatch", "--parsable", "--output=/dev/null", "--wrap", "true"], env=slurm, capture_output=True, text=True,
         timeout=60,
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr

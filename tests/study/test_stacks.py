@@ -67,10 +67,19 @@ def test_a_stacked_study_records_what_the_runs_alone_give(tmp_path):
     assert again.ran == 0  # exactly once
 
 
+def test_auto_stacks_only_where_it_pays_and_a_count_stacks_anyway():
+    big = [(f"r{i}", RunConfig(data="cifar10", model="mlp_cifar10", seed=i)) for i in range(8)]
+    assert StackPlan(big, None, 2).partners("r0")[1] == 0  # auto: alone
+    partners, room = StackPlan(big, 4, 2).partners("r0")
+    assert len(partners) == 7 and room == 3
+
+
 def test_slurm_takes_no_stacks(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(SPEC)
-    with pytest.raises(ConfigError, match="--stack applies to the local and ray executors, not slurm"):
+    with pytest.raises(
+        ConfigError, match="--stack applies to the local and ray executors, not slurm"
+    ):
         run_study(path, tmp_path / "x", executor="slurm", stack=4)
 
 

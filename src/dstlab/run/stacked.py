@@ -57,6 +57,29 @@ def stack_key(config: RunConfig) -> tuple[Any, ...] | None:
     return tuple((k, repr(v)) for k, v in values.items() if k not in MEMBER_OPTIONS)
 
 
+# on a CPU a stack gains only while the per-step overhead it shares outweighs what it adds:
+# measured (benchmarks/study_throughput.py, 2 cores) 1.2x for MLPs of ~80k weights, but 0.7x
+# for the CIFAR MLP (3.7M) and 0.9x for LeNet-5 (batched convolutions are slower on the CPU)
+CPU_GAIN_MAX_WEIGHTS = 250_000
+
+
+def stacking_pays(config: RunConfig) -> bool:
+    """Whether runs like `config` train faster stacked: on a GPU always; on the CPU for small
+    models without convolutions (`CPU_GAIN_MAX_WEIGHTS`)."""
+    from dstlab.run.loop import pick_device
+    from dstlab.run.preflight import build_meta_model
+
+    try:
+        if pick_device(config.device).type == "cuda":
+            return True
+        model = build_meta_model(config.model, config.data, config.dropout)
+    except Exception:  # a run that cannot be built here trains alone (and says why then)
+        return False
+    convolutions = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+    weights = sum(p.numel() for p in model.parameters())
+    return not convolutions and weights <= CPU_GAIN_MAX_WEIGHTS
+
+
 def train_stack(
     configs: list[RunConfig],
     out_dirs: list[str | Path],
