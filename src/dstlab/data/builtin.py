@@ -28,12 +28,10 @@ def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor
     return [(t - mean) / std for t in (train, *others)]
 
 
-@register_dataset("digits", input_shape=(1, 8, 8), num_classes=10)
-def load_digits(
-    root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
-) -> Dataset:
-    """scikit-learn's 8x8 digits (1797 images, 10 classes): a fixed stratified 80/20 train/test
-    split, validation the last ``val_fraction`` of train, pixels standardised (train stats)."""
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """(images, labels, train indices, test indices), read once per process: a study's worker
+    trains on them hundreds of times (the splits only index them)."""
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
@@ -44,6 +42,16 @@ def load_digits(
     tr, te = train_test_split(
         np.arange(len(y)), test_size=0.2, stratify=bunch.target, random_state=0
     )
+    return x, y, tr, te
+
+
+@register_dataset("digits", input_shape=(1, 8, 8), num_classes=10)
+def load_digits(
+    root: Path, val_fraction: float = 0.1, seed: int = 0, augment: bool = True
+) -> Dataset:
+    """scikit-learn's 8x8 digits (1797 images, 10 classes): a fixed stratified 80/20 train/test
+    split, validation the last ``val_fraction`` of train, pixels standardised (train stats)."""
+    x, y, tr, te = _digits_arrays()
     train, val = split_last(x[tr], y[tr], val_fraction)
     xs = standardize(train.x, val.x, x[te])
     return Dataset(
