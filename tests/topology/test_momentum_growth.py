@@ -92,13 +92,13 @@ def test_the_grower_sees_the_ema_including_the_current_gradient(position):
     params = dict(model.named_parameters())
     ema = {n: torch.zeros_like(params[n]) for n in dst.masks}
     seen = []
-    select = dst.grower.select
+    select = dst.grower.select_outside
 
-    def spy(weight, grad, mask, n, generator=None, momentum=None):
+    def spy(weight, grad, momentum, occupied, n, generator=None):
         seen.append(momentum.clone())
-        return select(weight, grad, mask, n, generator, momentum)
+        return select(weight, grad, momentum, occupied, n, generator)
 
-    dst.grower.select = spy
+    dst.grower.select_outside = spy
     for s in range(7):
         x, y = batch(model, s)
         opt.zero_grad()

@@ -166,3 +166,15 @@ def test_streamed_selection_keeps_its_candidates_in_buffers_made_once(route):
     assert (best._scores.data_ptr(), best._positions.data_ptr()) == buffers
     assert best._scores.numel() == 2 * k + selection._SAMPLE
     assert torch.equal(best.pick(), highest_k(scores, k))
+
+
+def test_lowest_k_is_the_same_on_both_routes_ties_and_nan_included(route):
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 50, (300_000,), generator=gen).to(torch.float32)
+    scores[::977] = float("nan")
+    below, tied = selection._below_and_tied(scores, torch.tensor(7.0))
+    assert torch.equal(below, ((scores < 7).nonzero().squeeze(1)))
+    assert torch.equal(tied, ((scores == 7).nonzero().squeeze(1)))
+    assert torch.equal(selection._at_most(scores, torch.tensor(3.0)), (scores <= 3).nonzero()[:, 0])
+    picked = lowest_k(scores, 20_000, torch.Generator().manual_seed(5))
+    assert picked.numel() == 20_000 and bool((scores[picked] <= 8).all())

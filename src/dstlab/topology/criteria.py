@@ -167,6 +167,23 @@ class Grower:
         out[highest_k(scores, n, generator)] = True
         return out.view_as(mask)
 
+    def select_outside(
+        self,
+        weight: torch.Tensor,
+        grad: torch.Tensor | None,
+        momentum: torch.Tensor | None,
+        occupied: torch.Tensor,
+        n: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The positions :meth:`select` marks (in another order), with the mask given as its
+        sorted ``occupied`` positions: no dense mask is built, searched or returned."""
+        _check_count(n, weight.numel() - occupied.numel(), "inactive positions to grow")
+        scores = self.score(weight, grad, momentum).detach()
+        require_finite(scores, f"'{self.name}' growth")
+        scores = scores.reshape(-1).index_fill(0, occupied.to(scores.device), float("-inf"))
+        return highest_k(scores, n, generator)
+
     def select_sparse(
         self, occupied: torch.Tensor, total: int, n: int, generator: torch.Generator | None = None
     ) -> torch.Tensor | None:

@@ -90,10 +90,13 @@ class MaskedTarget:
         # the mask in the weight's dtype: multiplying by it is ~4x faster than masked_fill_ with
         # a bool mask, and the per-step gradient masking is the engine's only per-step cost
         self._keep = value.to(self.param.dtype)
+        # the sorted active positions, found from the mask when first asked for; an update
+        # knows them already (apply_positions), so it never searches the dense mask
+        self._positions: torch.Tensor | None = None
 
     @property
     def active_count(self) -> int:
-        return int(torch.count_nonzero(self.mask))
+        return self.active_positions().numel()
 
     @property
     def is_meta(self) -> bool:
@@ -101,7 +104,9 @@ class MaskedTarget:
 
     def active_positions(self) -> torch.Tensor:
         """Sorted flat indices of the active weights."""
-        return self.mask.reshape(-1).nonzero().squeeze(1)
+        if self._positions is None:
+            self._positions = self.mask.reshape(-1).nonzero().squeeze(1)
+        return self._positions
 
     def active_weights(self, flat: torch.Tensor) -> torch.Tensor:
         return self.param.detach().reshape(-1)[flat]
@@ -114,14 +119,21 @@ class MaskedTarget:
 
     def grow(self, grower, kept: torch.Tensor, n: int, generator, gradient, momentum):
         """Flat positions of the n weights ``grower`` activates, ``kept`` the sorted positions
-        that stay active."""
-        mask = torch.zeros(self.numel, dtype=torch.bool, device=self._mask.device)
-        mask[kept] = True
+        that stay active: drawn outside ``kept`` (random growth) or the highest scores over
+        the dense layer with ``kept`` pushed below them, as the dense `Grower.select` picks, but
+        without building a dense mask of either."""
         grad = None if gradient is None else gradient.dense()
-        chosen = grower.select(
-            self.dense_weight(), grad, mask.view(self.shape), n, generator, momentum
-        )
-        return chosen.reshape(-1).nonzero().squeeze(1)
+        if grower.dense_only:  # a criterion written for dense tensors only: give it them
+            mask = torch.zeros(self.numel, dtype=torch.bool, device=self._mask.device)
+            mask[kept] = True
+            chosen = grower.select(
+                self.dense_weight(), grad, mask.view(self.shape), n, generator, momentum
+            )
+            return chosen.reshape(-1).nonzero().squeeze(1)
+        picked = grower.select_sparse(kept, self.numel, n, generator)
+        if picked is None:
+            picked = grower.select_outside(self.dense_weight(), grad, momentum, kept, n, generator)
+        return picked.to(self._mask.device)
 
     def row_blocks(self, gradient, momentum):
         """``(offset, weight, grad, momentum)`` of the whole layer as one block of rows (the
@@ -147,6 +159,7 @@ class MaskedTarget:
         flat[gone] = False
         flat[grown] = True
         self.mask = flat.view(self.shape)
+        positions = merge_disjoint(kept, grown)[0]
         with torch.no_grad():
             for tensor in [self.param, *state_tensors(optimizer, self.param)]:
                 if tensor.is_contiguous():
@@ -156,7 +169,8 @@ class MaskedTarget:
                     hit[changed] = True
                     tensor.masked_fill_(hit.view(self.shape), 0.0)
         self.mask_grad()
-        return merge_disjoint(kept, grown)[0]
+        self._positions = positions
+        return positions
 
     def load_positions(self, flat: torch.Tensor) -> None:
         mask = torch.zeros(self.numel, dtype=torch.bool, device=self._mask.device)

@@ -37,7 +37,7 @@ def lowest_k(
         sample = scores[:: size // _SAMPLE]
         rank = min(sample.numel(), int(sample.numel() * k / size * 1.5) + 64)
         bound = kth_smallest(sample, rank)
-        subset = (scores <= bound).nonzero().squeeze(1)
+        subset = _at_most(scores, bound)
         if k <= subset.numel() < size // 2:
             return subset[_select_lowest(scores[subset], k, generator)]
     return _select_lowest(scores, k, generator)
@@ -53,13 +53,40 @@ def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
 
 def _select_lowest(scores: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
     threshold = kth_smallest(scores, k)
-    below = (scores < threshold).nonzero().squeeze(1)
+    below, tied = _below_and_tied(scores, threshold)
     missing = k - below.numel()
-    tied = (scores == threshold).nonzero().squeeze(1)
     if missing == tied.numel():
         return torch.cat([below, tied])
     pick = torch.randperm(tied.numel(), generator=generator, device="cpu")[:missing]
     return torch.cat([below, tied[pick.to(tied.device)]])
+
+
+def _numba_route(scores: torch.Tensor) -> bool:
+    return (
+        HAVE_NUMBA
+        and scores.device.type == "cpu"
+        and scores.dtype in (torch.float32, torch.float64)
+        and scores.is_contiguous()
+    )
+
+
+def _at_most(scores: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """Ascending indices of the scores <= ``bound``."""
+    if _numba_route(scores):
+        return torch.from_numpy(_at_most_nb(scores.detach().numpy(), bound.item()))
+    return (scores <= bound).nonzero().squeeze(1)
+
+
+def _below_and_tied(
+    scores: torch.Tensor, threshold: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ascending indices of the scores < ``threshold``, of those == it): one pass each in
+    numba, instead of two comparisons over every score and two searches of their results."""
+    if _numba_route(scores):
+        below, tied = _below_and_tied_nb(scores.detach().numpy(), threshold.item())
+        return torch.from_numpy(below), torch.from_numpy(tied)
+    below = (scores < threshold).nonzero().squeeze(1)
+    return below, (scores == threshold).nonzero().squeeze(1)
 
 
 def highest_k(
@@ -121,6 +148,40 @@ def sample_distinct(
 
 
 if HAVE_NUMBA:
+
+    @njit(cache=True, nogil=True)
+    def _at_most_nb(scores, bound):  # pragma: no cover - compiled
+        count = 0
+        for i in range(scores.shape[0]):
+            if scores[i] <= bound:
+                count += 1
+        out = np.empty(count, dtype=np.int64)
+        j = 0
+        for i in range(scores.shape[0]):
+            if scores[i] <= bound:
+                out[j] = i
+                j += 1
+        return out
+
+    @njit(cache=True, nogil=True)
+    def _below_and_tied_nb(scores, threshold):  # pragma: no cover - compiled
+        below = tied = 0
+        for i in range(scores.shape[0]):
+            if scores[i] < threshold:
+                below += 1
+            elif scores[i] == threshold:
+                tied += 1
+        out_below = np.empty(below, dtype=np.int64)
+        out_tied = np.empty(tied, dtype=np.int64)
+        below = tied = 0
+        for i in range(scores.shape[0]):
+            if scores[i] < threshold:
+                out_below[below] = i
+                below += 1
+            elif scores[i] == threshold:
+                out_tied[tied] = i
+                tied += 1
+        return out_below, out_tied
 
     @njit(cache=True, nogil=True)
     def _collect_nb(
