@@ -228,14 +228,23 @@ class Stack:
         for member in members:
             member.optimizer.step = _skip_step  # type: ignore[method-assign]
         c = lead.config
-        self._loss = torch.func.vmap(
-            functools.partial(batch_loss, binary=lead.binary, smoothing=c.label_smoothing)
+        self._plain_loss = functools.partial(
+            batch_loss, binary=lead.binary, smoothing=c.label_smoothing
         )
+        self._loss = torch.func.vmap(self._plain_loss)
         self._forward = torch.func.vmap(self._call)
         self.notice = preemption.PreemptionNotice()
         dirs = [str(m.out) for m in members]
         for member in members:
             member._log({"kind": "stack", "step": member.step, "run_dirs": dirs})
+
+    def _member_losses(
+        self, out: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's training loss and correct count, each computed as the run alone
+        computes it (a batched loss sums in another order: its last bits would differ)."""
+        pairs = [self._plain_loss(out[k], y[k]) for k in range(len(self.members))]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
     def _call(
         self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
@@ -321,7 +330,7 @@ class Stack:
             y = torch.stack([b[1] for b in batches])
             for p in self.params.values():
                 p.grad = None
-            losses, correct = self._loss(self._forward(self.params, self.buffers, x), y)
+            losses, correct = self._member_losses(self._forward(self.params, self.buffers, x), y)
             values = torch.stack((losses.detach().float(), correct.float())).tolist()
             due = lead._checkpoint_due() or self.notice.pending
             live = [k for k, m in enumerate(self.members) if m in self.active]
