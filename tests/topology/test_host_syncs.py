@@ -43,14 +43,14 @@ COMBINATIONS = [
 # at most 8; a combination above it says why
 PER_UPDATE_BOUND = 3
 PER_LAYER_BOUND = {
-    ("masked", "magnitude", "random"): 13,
-    ("masked", "snip", "gradient"): 14,
-    ("masked", "set", "random"): 17,
-    ("masked", "mest", "momentum"): 14,
-    ("sparse", "magnitude", "random"): 8,
-    ("sparse", "snip", "gradient"): 12,
-    ("sparse", "set", "random"): 12,
-    ("sparse", "mest", "momentum"): 12,
+    ("masked", "magnitude", "random"): 9,
+    ("masked", "snip", "gradient"): 10,
+    ("masked", "set", "random"): 13,
+    ("masked", "mest", "momentum"): 10,
+    ("sparse", "magnitude", "random"): 6,
+    ("sparse", "snip", "gradient"): 10,
+    ("sparse", "set", "random"): 10,
+    ("sparse", "mest", "momentum"): 10,
 }
 
 
