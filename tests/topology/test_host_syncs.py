@@ -43,14 +43,14 @@ COMBINATIONS = [
 # at most 8; a combination above it says why
 PER_UPDATE_BOUND = 3
 PER_LAYER_BOUND = {
-    ("masked", "magnitude", "random"): 9,
-    ("masked", "snip", "gradient"): 10,
-    ("masked", "set", "random"): 13,
-    ("masked", "mest", "momentum"): 10,
-    ("sparse", "magnitude", "random"): 6,
-    ("sparse", "snip", "gradient"): 10,
-    ("sparse", "set", "random"): 10,
-    ("sparse", "mest", "momentum"): 10,
+    ("masked", "magnitude", "random"): 8,
+    ("masked", "snip", "gradient"): 9,
+    ("masked", "set", "random"): 12,
+    ("masked", "mest", "momentum"): 9,
+    ("sparse", "magnitude", "random"): 5,
+    ("sparse", "snip", "gradient"): 9,
+    ("sparse", "set", "random"): 9,
+    ("sparse", "mest", "momentum"): 9,
 }
 
 
