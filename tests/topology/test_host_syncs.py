@@ -43,9 +43,9 @@ COMBINATIONS = [
 # at most 8; a combination above it says why
 PER_UPDATE_BOUND = 3
 PER_LAYER_BOUND = {
-    ("masked", "magnitude", "random"): 8,
+    ("masked", "magnitude", "random"): 7,
     ("masked", "snip", "gradient"): 9,
-    ("masked", "set", "random"): 12,
+    ("masked", "set", "random"): 11,
     ("masked", "mest", "momentum"): 9,
     ("sparse", "magnitude", "random"): 5,
     ("sparse", "snip", "gradient"): 9,

@@ -436,9 +436,10 @@ class RandomGrower(Grower):
 
     def select(self, weight, grad, mask, n, generator=None, momentum=None):
         inactive = ~mask.reshape(-1)
-        _check_count(n, int(torch.count_nonzero(inactive)), "inactive positions to grow")
+        available = int(torch.count_nonzero(inactive))
+        _check_count(n, available, "inactive positions to grow")
         out = torch.zeros_like(inactive)
-        out[random_subset(inactive, n, generator)] = True
+        out[random_subset(inactive, n, generator, available)] = True
         return out.view_as(mask)
 
     def select_sparse(self, occupied, total, n, generator=None):
