@@ -44,9 +44,9 @@ COMBINATIONS = [
 PER_UPDATE_BOUND = 3
 PER_LAYER_BOUND = {
     ("masked", "magnitude", "random"): 7,
-    ("masked", "snip", "gradient"): 9,
+    ("masked", "snip", "gradient"): 8,
     ("masked", "set", "random"): 11,
-    ("masked", "mest", "momentum"): 9,
+    ("masked", "mest", "momentum"): 8,
     ("sparse", "magnitude", "random"): 5,
     ("sparse", "snip", "gradient"): 9,
     ("sparse", "set", "random"): 9,
