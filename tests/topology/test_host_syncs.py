@@ -39,9 +39,15 @@ COMBINATIONS = [
     ("set", "random"),
     ("mest", "momentum"),
 ]
-# syncs an update makes once (batched over its layers), and those per sparse layer: the goal is
-# at most 8; a combination above it says why
-PER_UPDATE_BOUND = 3
+# syncs an update makes once for all its layers: the removal counts and the ITOP overlaps
+PER_UPDATE_BOUND = 2
+# syncs per sparse layer at an update: the goal is at most 8. Over it:
+# - masked set+random (11): SET's sign split lists each sign's weights (2 nonzero) and selects
+#   within each sign (2 selections, 2 nonzero each), and random growth's rejection sampling
+#   reads each round's draws back (the generator is on the host);
+# - sparse (9): CSR layers exist only on the CPU (the backend swaps CPU Linear layers alone), so
+#   no device waits for them; the bound keeps their updates from growing. Growth there reads the
+#   span of each block of rows and checks each block's scores.
 PER_LAYER_BOUND = {
     ("masked", "magnitude", "random"): 7,
     ("masked", "snip", "gradient"): 8,
