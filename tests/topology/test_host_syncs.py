@@ -127,3 +127,22 @@ def test_the_counter_sees_each_kind_of_sync():
     assert counter.calls == Counter(
         item=1, tolist=1, cpu=1, numpy=1, nonzero=2, bool=1, int=1, float=1, index=1
     )
+
+
+@pytest.mark.parametrize("structure", ["unstructured", "fan_in", "block:2x2"])
+def test_the_update_record_counts_without_counting_masks(make_dst, structure):
+    # the record reads its counts off the new positions and batched removal counts
+    model, optimizer, dst = make_dst(widths=(20, 32, 8), structure=structure)
+    for step in range(4):
+        x, y = batch(model, step)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        before = dst.layer_counts()
+        record = dst.step()
+        if record is None:
+            continue
+        masks = dst.masks
+        for name, layer in record["layers"].items():
+            assert layer["active"] == int(masks[name].sum()) == dst.layer_counts()[name]
+            assert layer["removed"] == before[name] + layer["grown"] - layer["active"]
+        assert record["density"] == pytest.approx(dst.current_density())
