@@ -146,3 +146,42 @@ def test_the_update_record_counts_without_counting_masks(make_dst, structure):
             assert layer["active"] == int(masks[name].sum()) == dst.layer_counts()[name]
             assert layer["removed"] == before[name] + layer["grown"] - layer["active"]
         assert record["density"] == pytest.approx(dst.current_density())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"score_smoothing": 0.9},
+        {"update_position": "after", "grow": "gradient"},
+        {"selection": "global"},
+        {"shadow_criteria": ["snip", "magnitude"]},
+        {"structure": "fan_in"},
+        {"structure": "2:4", "density": 0.5},
+        {"structure": "block:2x2"},
+    ],
+)
+def test_plain_steps_never_wait_with_other_options(make_dst, options):
+    model, optimizer, dst = make_dst(widths=(24, 24, 8), update_every=3, **options)
+    for step in range(5):
+        x, y = batch(model, step)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        with SyncCounter() as counter:
+            record = dst.step()
+        assert record is not None or counter.calls == Counter(), (step, counter.calls)
+
+
+@pytest.mark.parametrize("optim", ["adam", "adamw"])
+def test_plain_steps_add_no_wait_to_the_optimizer_own(optim):
+    # Adam reads its step count (a host tensor) with .item(): those are the optimizer's, not DST's
+    def plain_step_calls(with_dst):
+        model = make_model((24, 24, 8))
+        optimizer = make_optimizer(model, optim)
+        dst = DST(model, optimizer, density=0.3, update_every=100, total_steps=100)
+        x, y = batch(model, 0)
+        nn.functional.cross_entropy(model(x), y).backward()
+        with SyncCounter() as counter:
+            dst.step() if with_dst else optimizer.step()
+        return counter.calls
+
+    assert plain_step_calls(with_dst=True) == plain_step_calls(with_dst=False)
