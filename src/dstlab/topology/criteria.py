@@ -17,6 +17,7 @@ or one small class deriving from :class:`Pruner` / :class:`Grower`.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -156,12 +157,16 @@ class Grower:
         momentum: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Bool tensor shaped like `weight`: n True, none within `mask` (the mask after pruning)."""
-        inactive = int(mask.numel() - torch.count_nonzero(mask))
-        _check_count(n, inactive, "inactive positions to grow")
+        scores = self.score(weight, grad, momentum).detach()
+        # the count and the scores' sum read back together: one wait for the device, not two
+        inactive, total = torch.stack(
+            [(mask.numel() - torch.count_nonzero(mask)).double(), scores.sum().double()]
+        ).tolist()
+        _check_count(n, int(inactive), "inactive positions to grow")
+        if not math.isfinite(total):  # a NaN or inf, or only a huge sum: look closer
+            require_finite(scores, f"'{self.name}' growth")
         # score every position and push the active ones below any real score: cheaper than
         # gathering the (many) inactive positions, and the selection is the same
-        scores = self.score(weight, grad, momentum).detach()
-        require_finite(scores, f"'{self.name}' growth")
         scores = scores.masked_fill(mask, float("-inf")).reshape(-1)
         out = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
         out[highest_k(scores, n, generator)] = True
@@ -453,9 +458,10 @@ class RandomGrower(Grower):
 
     def select(self, weight, grad, mask, n, generator=None, momentum=None):
         inactive = ~mask.reshape(-1)
-        _check_count(n, int(torch.count_nonzero(inactive)), "inactive positions to grow")
+        available = int(torch.count_nonzero(inactive))
+        _check_count(n, available, "inactive positions to grow")
         out = torch.zeros_like(inactive)
-        out[random_subset(inactive, n, generator)] = True
+        out[random_subset(inactive, n, generator, available)] = True
         return out.view_as(mask)
 
     def select_sparse(self, occupied, total, n, generator=None):

@@ -175,7 +175,11 @@ class DST:
         return sum(self.layer_counts().values()) / total if total else 1.0
 
     def current_density(self) -> float:
-        active = sum(t.active_count for t in self.targets) + self._dense_numel
+        return self._density(t.active_count for t in self.targets)
+
+    def _density(self, active_counts: Iterable[int]) -> float:
+        """`current_density` from each sparse layer's active count."""
+        active = sum(active_counts) + self._dense_numel
         return active / (sum(t.numel for t in self.targets) + self._dense_numel)
 
     def is_update_step(self, t: int | None = None) -> bool:
@@ -493,6 +497,7 @@ class DST:
         removed = self._prune_sets(self.pruner, active, grads, counts, self.generator, True)
         # a structure breaks growth ties by a salt of this update (DESIGN §11)
         salt = None if self.structure.unstructured else self.structure.draw_salt(self.generator)
+        replaced = _true_counts(removed)
         grown = {}
         for target in self.targets:
             gone = removed[target.name]
@@ -502,7 +507,7 @@ class DST:
                     chosen = target.grow(
                         self.grower,
                         active[target.name][~gone],
-                        int(torch.count_nonzero(gone)),
+                        replaced[target.name],
                         self.generator,
                         grads[target.name],
                         momentum,
@@ -516,6 +521,8 @@ class DST:
                 raise _in_layer(error, target.name, t) from None
             # sorted once here: applying them merges them into the kept ones, ITOP into its set
             grown[target.name] = sorted_sets.sort(chosen)
+        if salt is not None:  # the structure may have removed more
+            replaced = _true_counts(removed)
         similarity = None
         if self.shadow_pruners:
             sets = {self.pruner.name: removed}
@@ -532,15 +539,15 @@ class DST:
                 active[name], removed[name], grown[name], self.optimizer
             )
             layers[target.name] = {
-                "active": target.active_count,
-                "removed": int(torch.count_nonzero(removed[target.name])),
+                "active": positions[name].numel(),
+                "removed": replaced[name],
                 "grown": int(grown[target.name].numel()),
             }
         self._smoothed.clear()
         record = {
             "step": t,
             "drop_fraction": fraction,
-            "density": self.current_density(),
+            "density": self._density(layer["active"] for layer in layers.values()),
             **self.tracker.observe(positions, grown),
             "layers": layers,
         }
@@ -692,6 +699,16 @@ class DST:
                 if previous is None
                 else previous.mul_(beta).add_(score, alpha=1 - beta)
             )
+
+
+def _true_counts(flags: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """{layer: how many of its flags are True}, in one wait for the device instead of one per
+    layer (an update's host synchronisations are bounded per layer)."""
+    if not flags:
+        return {}
+    device = next(iter(flags.values())).device  # a model may span devices
+    counts = torch.stack([torch.count_nonzero(f).to(device) for f in flags.values()])
+    return dict(zip(flags, counts.tolist(), strict=True))
 
 
 def _chosen(size: int, picked: torch.Tensor) -> torch.Tensor:

@@ -69,15 +69,17 @@ class TopologyTracker:
     ) -> dict[str, float]:
         """ITOP and churn of the layers now ``active``; ``grown``: the positions activated since
         the last observation (sorted), when known (only they can be new: a shorter merge)."""
-        inter = union = 0
+        kept, sizes = [], 0
         for name, now in active.items():
             now = _indices(now)
             ever = self.ever_active[name]
             fresh = now if grown is None else grown[name]
             self.ever_active[name] = sorted_sets.union(ever, fresh.to(ever.device))
-            i = int(sorted_sets.isin(self.initial[name], now, values_sorted=True).sum())
-            inter += i
-            union += self.initial[name].numel() + now.numel() - i
+            kept.append(sorted_sets.isin(self.initial[name], now, values_sorted=True).sum())
+            sizes += self.initial[name].numel() + now.numel()
+        # one wait for the device for all layers, not one per layer
+        inter = int(torch.stack([k.to(kept[0].device) for k in kept]).sum()) if kept else 0
+        union = sizes - inter
         itop = sum(e.numel() for e in self.ever_active.values()) / self.total
         return {"itop": itop, "churn": 1.0 - (inter / union if union else 1.0)}
 

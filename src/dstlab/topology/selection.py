@@ -97,11 +97,16 @@ def highest_k(
 
 
 def random_subset(
-    candidates: torch.Tensor, k: int, generator: torch.Generator | None = None
+    candidates: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    available: int | None = None,
 ) -> torch.Tensor:
-    """k distinct indices where the flat bool tensor `candidates` is True, uniformly at random."""
+    """k distinct indices where the flat bool tensor `candidates` is True, uniformly at random.
+    ``available``: how many are True, when the caller counted them already (a device wait)."""
     candidates = candidates.reshape(-1)
-    available = int(torch.count_nonzero(candidates))
+    if available is None:
+        available = int(torch.count_nonzero(candidates))
     if k <= 0:
         return torch.empty(0, dtype=torch.long, device=candidates.device)
     if k * 4 <= available:
