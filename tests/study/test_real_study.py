@@ -47,19 +47,21 @@ def _count(out: Path, status: str) -> int:
 
 
 @pytest.mark.slow
-def test_a_real_study_survives_kill_9_of_its_driver(tmp_path, capsys):
+@pytest.mark.parametrize("stack", [1, 2])
+def test_a_real_study_survives_kill_9_of_its_driver(tmp_path, capsys, stack):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(SPEC)
     out = tmp_path / "study"
     run = ("study", "run", str(spec), "--out", str(out), "--workers", "1", "--threads", "1")
+    run += ("--stack", str(stack))  # 2: the 4 runs train as two stacks of two
     driver = _cli(*run, "--no-progress")
     deadline = time.monotonic() + 240
-    while not (_count(out, "done") >= 1 and _count(out, "running") == 1):
+    while not (_count(out, "done") >= 1 and _count(out, "running") == stack):
         assert driver.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     driver.kill()
     driver.wait()
-    assert _count(out, "running") == 1  # the dead driver's claim, stale now
+    assert _count(out, "running") == stack  # the dead driver's claims, stale now
 
     again = _cli(*run, "--no-progress")
     stdout, _ = again.communicate(timeout=240)
