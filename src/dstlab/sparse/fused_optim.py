@@ -22,21 +22,22 @@ import os
 
 import torch
 
-from dstlab.jit import HAVE_NUMBA, njit, prange
-from dstlab.sparse import kernels
+from dstlab.jit import HAVE_NUMBA, njit
 
 ENABLED = HAVE_NUMBA and os.environ.get("DSTLAB_FUSED_OPTIM", "1") != "0"
 
 if HAVE_NUMBA:
     import numpy as np
 
-    # no fastmath: the operations stay in torch's order (fastmath would reassociate them)
+    # No fastmath: the operations stay in torch's order (fastmath would reassociate them).
+    # One thread: the pass is bound by memory, a few microseconds for 50k values, and
+    # handing it to numba's pool (whose threads wait on torch's) cost more than it saved.
 
-    @njit(parallel=True, cache=True, nogil=True)
+    @njit(cache=True, nogil=True)
     def _sgd_nb(
         p, g, buf, neg_lr, wd, momentum, use_momentum, first, nesterov
     ):  # pragma: no cover - compiled
-        for i in prange(p.shape[0]):
+        for i in range(p.shape[0]):
             d = g[i]
             if wd != 0:
                 d = d + wd * p[i]
@@ -46,12 +47,12 @@ if HAVE_NUMBA:
                 d = d + momentum * b if nesterov else b
             p[i] = p[i] + neg_lr * d
 
-    @njit(parallel=True, cache=True, nogil=True)
+    @njit(cache=True, nogil=True)
     def _adam_nb(
         p, g, m, v, w1, one_minus_w1, lerp_low, beta2, one_minus_beta2, wd, decay, decoupled,
         neg_step_size, bc2_sqrt, eps,
     ):  # pragma: no cover - compiled  # fmt: skip
-        for i in prange(p.shape[0]):
+        for i in range(p.shape[0]):
             d = g[i]
             x = p[i]
             if decoupled:
@@ -149,7 +150,6 @@ def _sgd(optimizer, group, param, grad) -> None:
         if first:  # torch starts the buffer at the (decayed) gradient
             buf = state["momentum_buffer"] = torch.empty_like(values)
     f = _scalar(values.dtype)
-    kernels.sync_threads()
     _sgd_nb(
         values.numpy(),
         grad.numpy(),
@@ -180,7 +180,6 @@ def _adam(optimizer, group, param, grad) -> None:
     bias_correction2 = 1 - beta2**step
     f = _scalar(values.dtype)
     w1 = f(1 - beta1)
-    kernels.sync_threads()
     _adam_nb(
         values.numpy(),
         grad.numpy(),

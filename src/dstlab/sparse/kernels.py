@@ -186,7 +186,7 @@ if HAVE_NUMBA:
             s = source[i]
             out[i] = old[s] if s >= 0 else 0.0
 
-    def sync_threads() -> None:
+    def _sync_threads() -> None:
         # numba keeps its own pool; follow torch's setting (the user's `torch.set_num_threads`)
         n = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
         if numba.get_num_threads() != n:
@@ -231,7 +231,7 @@ def take_or_zero(old: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     gradient, optimizer state) moved to new positions."""
     old = old.detach()
     if HAVE_NUMBA and old.device.type == "cpu" and old.dtype in (torch.float32, torch.float64):
-        sync_threads()
+        _sync_threads()
         out = torch.empty(source.shape, dtype=old.dtype)
         _take_or_zero_nb(old.contiguous().numpy(), source.numpy(), out.numpy())
         return out
@@ -249,7 +249,7 @@ def transposed(x: torch.Tensor) -> torch.Tensor:
         return xt
     if not HAVE_NUMBA or x.dtype not in (torch.float32, torch.float64) or x.stride(1) != 1:
         return xt.contiguous()
-    sync_threads()
+    _sync_threads()
     out = torch.empty(xt.shape, dtype=x.dtype)
     _transpose_nb(x.numpy(), out.numpy())
     return out
@@ -260,7 +260,7 @@ def add_sampled(
 ) -> None:
     """``out[i] += <gyt[rows[i]], xt[cols[i]]>``: entries of ``gyt @ xtᵀ`` at chosen positions."""
     if HAVE_NUMBA and out.dtype == xt.dtype == gyt.dtype and xt.is_contiguous():
-        sync_threads()
+        _sync_threads()
         _sampled_nb(rows.numpy(), cols.numpy(), xt.numpy(), gyt.contiguous().numpy(), out.numpy())
         return
     for s in range(0, rows.numel(), 1 << 16):
@@ -278,7 +278,7 @@ def forward(
 ) -> torch.Tensor:
     """``W @ xt (+ bias[:, None])`` for W in CSR (n_out rows); ``xt`` (n_in, batch) contiguous."""
     if HAVE_NUMBA:
-        sync_threads()
+        _sync_threads()
         yt = torch.empty((n_out, xt.shape[1]), dtype=xt.dtype)
         b = bias.detach() if bias is not None else val.new_empty(0)
         _forward_nb(
@@ -307,7 +307,7 @@ def backward(
     n_out = crow.shape[0] - 1
     n_in = crow_t.shape[0] - 1
     if HAVE_NUMBA:
-        sync_threads()
+        _sync_threads()
         gval = torch.empty_like(val)
         gxt = torch.empty((n_in, xt.shape[1]), dtype=xt.dtype) if need_gx else None
         _backward_nb(
