@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch.optim import optimizer as torch_optimizer
 
 from dstlab.jit import HAVE_NUMBA, njit
 
@@ -95,8 +96,6 @@ def fused_step(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> b
 
 
 def _has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
-    from torch.optim import optimizer as torch_optimizer
-
     return bool(
         optimizer._optimizer_step_pre_hooks
         or optimizer._optimizer_step_post_hooks
