@@ -6,10 +6,11 @@ parallel region of its thread pool. Measured on 2 shared cores (``benchmarks/spa
 d = 0.02): the whole training step takes the same time idle (3.5 ms; the fused pass of the two
 sparse layers costs what torch's operations on them did, ~0.13 ms), while ``dst.step()`` fell
 from ~1.4 to ~0.5 ms when other processes held the cores, where each parallel region waits for
-a thread. :func:`fused_step` does the same arithmetic
-for one parameter in one pass over its entries, reading the hyperparameters from the user's
-optimizer at every call and keeping its state in ``optimizer.state[param]`` exactly as torch
-keeps it (same keys, dtypes and tensors), so ``state_dict``, ``load_state_dict`` and the
+a thread.
+
+:func:`fused_step` does the same arithmetic for one parameter in one pass over its entries,
+reading the hyperparameters from the user's optimizer at every call and keeping its state in
+``optimizer.state[param]`` exactly as torch keeps it (same keys, dtypes and tensors), so ``state_dict``, ``load_state_dict`` and the
 engine's remapping of the state at topology updates see no difference.
 
 It covers what it reproduces: ``torch.optim.SGD`` (dampening 0) and ``Adam``/``AdamW`` (no
