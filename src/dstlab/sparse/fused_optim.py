@@ -10,8 +10,9 @@ a thread.
 
 :func:`fused_step` does the same arithmetic for one parameter in one pass over its entries,
 reading the hyperparameters from the user's optimizer at every call and keeping its state in
-``optimizer.state[param]`` exactly as torch keeps it (same keys, dtypes and tensors), so ``state_dict``, ``load_state_dict`` and the
-engine's remapping of the state at topology updates see no difference.
+``optimizer.state[param]`` exactly as torch keeps it (same keys, dtypes and tensors), so
+``state_dict``, ``load_state_dict`` and the engine's remapping of the state at topology
+updates see no difference.
 
 It covers what it reproduces: ``torch.optim.SGD`` (dampening 0) and ``Adam``/``AdamW`` (no
 amsgrad), neither maximizing, differentiable, capturable, fused, nor with step hooks, on CPU
