@@ -7,6 +7,10 @@ sparse.py``), a CSR layer beats the dense product below about 30 % density, and 
 makes layers under ~16k weights faster dense. Give another one to the DST:
 ``DST(..., backend="sparse", backend_options={"rule": SparseRule(force=True)})`` (or the rule's
 fields, ``backend_options={"force": True}``).
+
+The optimizer step over the sparse layers' values runs as one numba pass per layer where it
+reproduces the user's optimizer (``dstlab.sparse.fused_optim``);
+``backend_options={"fused_optimizer": False}`` leaves every parameter to the optimizer.
 """
 
 from __future__ import annotations
@@ -81,11 +85,15 @@ def build_targets(
     params: dict[str, nn.Parameter],
     masks: dict[str, torch.Tensor],
     rule: SparseRule | None = None,
+    fused_optimizer: bool = True,
     **rule_fields: float | int | bool | None,
 ) -> list:
     """The engine's targets: :class:`SparseTarget` for every Linear weight the rule picks (the
     layer is swapped for a SparseLinear in ``model`` and ``optimizer``), MaskedTarget otherwise.
-    The rule is ``rule``, or one built from ``rule_fields``, or :data:`DEFAULT_RULE`."""
+    The rule is ``rule``, or one built from ``rule_fields``, or :data:`DEFAULT_RULE`;
+    ``fused_optimizer`` says whether the targets step their values themselves."""
+    if fused_optimizer not in (True, False):
+        raise ConfigError(f"fused_optimizer must be True or False, got {fused_optimizer!r}.")
     rule = _rule(rule, rule_fields)
     modules = dict(model.named_modules())
     targets: list = []
@@ -103,7 +111,7 @@ def build_targets(
         )
         if eligible:
             layer = swap_linear(model, module, mask, optimizer)
-            targets.append(SparseTarget(name, layer, optimizer))
+            targets.append(SparseTarget(name, layer, optimizer, fused_optimizer=fused_optimizer))
         else:
             targets.append(MaskedTarget(name, param, mask))
     return targets

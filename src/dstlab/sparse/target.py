@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from dstlab.sparse.allocator import release_free_memory
+from dstlab.sparse.fused_optim import fused_step
 from dstlab.sparse.linear import SparseLinear
 from dstlab.sparse.update import dense_rows, rebuild, rows_per_block, sampled_grad, weight_rows
 from dstlab.topology.backends import register_native_layer
@@ -69,6 +70,7 @@ class SparseTarget:
         layer: SparseLinear,
         optimizer: torch.optim.Optimizer,
         block_bytes: int = 8 << 20,
+        fused_optimizer: bool = True,
     ):
         self.name = name
         self.layer = layer
@@ -76,6 +78,7 @@ class SparseTarget:
         self.shape = layer.shape
         self.numel = layer.out_features * layer.in_features
         self.block_bytes = block_bytes
+        self.fused_optimizer = fused_optimizer
         # every backward appends its (xᵀ, gyᵀ) (references the autograd graph held anyway);
         # released at each step, so the dense gradient can be formed at an update step
         layer.capture = []
@@ -125,6 +128,11 @@ class SparseTarget:
     def mask_grad(self) -> None:
         """Nothing to mask (only active gradients exist); release the captured batches."""
         self.layer.capture.clear()
+
+    def optimizer_step(self, optimizer) -> bool:
+        """Step the values in one pass (``dstlab.sparse.fused_optim``) when that reproduces
+        ``optimizer``'s step; True if done, and the engine then leaves them out of its step."""
+        return self.fused_optimizer and fused_step(optimizer, self.layer.values)
 
     def grow(self, grower, kept: torch.Tensor, n: int, generator, gradient, momentum):
         """Flat positions of the n weights ``grower`` activates, ``kept`` the sorted positions

@@ -202,8 +202,8 @@ class DST:
         self._prepared = None
         t = self.step_count
         if self.grad_scaler is None:
-            self.optimizer.step()
-        else:
+            self._optimizer_step()
+        else:  # the scaler's step reads every gradient (inf checks): torch steps them all
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         if not self._exact_optimizer:
@@ -263,6 +263,21 @@ class DST:
         else:  # inf × 0 is NaN: zero the inactive gradients outright; the step is skipped anyway
             self.enforce()
         self._prepared = (record, dense_grads)
+
+    def _optimizer_step(self) -> None:
+        """The user's optimizer step. A target with ``optimizer_step(optimizer)`` may step its
+        own parameter (the sparse backend does it in one pass, without torch's fixed cost per
+        parameter); a True answer means done, and that parameter's gradient is hidden from the
+        optimizer for this call, so it steps only the rest."""
+        stepped = [t.param for t in self._self_stepping if t.optimizer_step(self.optimizer)]
+        grads = [p.grad for p in stepped]
+        for p in stepped:
+            p.grad = None
+        try:
+            self.optimizer.step()
+        finally:
+            for p, grad in zip(stepped, grads, strict=True):
+                p.grad = grad
 
     def _after_update(self) -> None:
         """Let each target release what the update freed (the sparse backend hands the C heap's
@@ -440,6 +455,7 @@ class DST:
         self.targets += [native_layer(m).target(n, m, self.optimizer) for n, m in native.items()]
         self.layer_density.update({n: m.density for n, m in native.items()})
         self._dense_numel = sum(params[n].numel() for n in dense)
+        self._self_stepping = [t for t in self.targets if hasattr(t, "optimizer_step")]
 
     def _start_counting(self, grad_scaler: torch.amp.GradScaler | None) -> None:
         """Step 0: the trackers, records and per-step state of a fresh run."""
