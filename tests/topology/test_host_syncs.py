@@ -105,7 +105,9 @@ def host_waits(calls: Counter[str]) -> int:
 @pytest.mark.parametrize(("prune", "grow"), COMBINATIONS)
 def test_plain_steps_never_wait_for_the_device(prune, grow, backend):
     plain, _ = count_syncs(prune, grow, backend, layers=3)
-    assert all(calls == Counter() for calls in plain), plain
+    assert all(host_waits(calls) == 0 for calls in plain), plain
+    if backend == "masked":  # nothing at all: `.numpy()` only serves CPU-only numba paths
+        assert all(calls == Counter() for calls in plain), plain
 
 
 @pytest.mark.parametrize("backend", ["masked", "sparse"])
