@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from measure import machine, machine_line
 from torch import nn
 
 from dstlab import DST
@@ -112,6 +113,8 @@ def main() -> None:
                 "update_in_dense_steps": update / dense_step,
             }
         )
+    info = machine(torch.get_num_threads())
+    print(machine_line(info))
     print(
         f"threads={torch.get_num_threads()}  MLP 3072-1024-512-10  batch 128  d=0.05  "
         f"ΔT={period}  repeats={args.repeats} (medians)"
@@ -125,9 +128,7 @@ def main() -> None:
             f"{r['step_ratio']:>8.3f}{r['update_ms']:>11.2f}{r['update_in_dense_steps']:>15.2f}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2)
-    )
+    Path(args.out).write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
