@@ -81,16 +81,8 @@ def train(
         clean = True
         return result
     except Exception as error:
-        text = str(error) if isinstance(error, DstlabError) else f"{type(error).__name__}: {error}"
-        if group.size > 1:
-            text = f"rank {group.rank}: {text}"
-        result = files.result_record(
-            files.FAILED,
-            error=text,
-            steps=run.step if run else 0,
-            epochs=run.epoch if run else 0,
-            seconds=run.seconds() if run else time.monotonic() - started,
-        )
+        prefix = f"rank {group.rank}: " if group.size > 1 else ""
+        result = failure_record(error, run, started, prefix)
         # first failure wins: a rank's own error, not its peers' lost connection to it
         if group.size == 1 or not (out / files.RESULT).exists():
             files.write_result(out, result)
@@ -102,6 +94,21 @@ def train(
             if clean and run is not None:
                 run.net = run.model  # the DDP wrapper holds the group; `leave` must free it
             distributed.leave(clean)
+
+
+def failure_record(
+    error: BaseException, run: _Run | None, started: float, prefix: str = ""
+) -> dict[str, Any]:
+    """The `failed` result of a run that raised `error` (a DstlabError's one sentence, else
+    the exception's type and text), with how far it came."""
+    text = str(error) if isinstance(error, DstlabError) else f"{type(error).__name__}: {error}"
+    return files.result_record(
+        files.FAILED,
+        error=prefix + text,
+        steps=run.step if run else 0,
+        epochs=run.epoch if run else 0,
+        seconds=run.seconds() if run else time.monotonic() - started,
+    )
 
 
 def open_run_dir(config: RunConfig, out: Path, resume: bool) -> tuple[dict[str, Any] | None, bool]:

@@ -31,7 +31,15 @@ from tqdm.auto import tqdm
 from dstlab.errors import ConfigError
 from dstlab.run import distributed, files, preemption
 from dstlab.run.config import RunConfig, options_in
-from dstlab.run.loop import EVAL_BATCH, _clone_state, _Run, open_run_dir, start_run_dir, train
+from dstlab.run.loop import (
+    EVAL_BATCH,
+    _clone_state,
+    _Run,
+    failure_record,
+    open_run_dir,
+    start_run_dir,
+    train,
+)
 from dstlab.run.losses import batch_loss
 from dstlab.run.optim import lr_at
 from dstlab.topology.criteria import NonFiniteScoreError
@@ -157,16 +165,7 @@ def _by_position(members: list[_Member]) -> tuple[list[_Member], list[_Member]]:
 
 def _failed(out: Path, error: BaseException, run: _Run | None, started: float) -> dict[str, Any]:
     """The `failed` result of a member, written to its directory."""
-    from dstlab.errors import DstlabError
-
-    text = str(error) if isinstance(error, DstlabError) else f"{type(error).__name__}: {error}"
-    result = files.result_record(
-        files.FAILED,
-        error=text,
-        steps=run.step if run else 0,
-        epochs=run.epoch if run else 0,
-        seconds=run.seconds() if run else time.monotonic() - started,
-    )
+    result = failure_record(error, run, started)
     files.write_result(out, result)
     return result
 
