@@ -186,8 +186,10 @@ class Grower:
         _check_count(n, weight.numel() - occupied.numel(), "inactive positions to grow")
         scores = self.score(weight, grad, momentum).detach()
         require_finite(scores, f"'{self.name}' growth")
-        scores = scores.reshape(-1).index_fill(0, occupied.to(scores.device), float("-inf"))
-        return highest_k(scores, n, generator)
+        # the highest scores are the lowest negated ones: one copy, negated, with the occupied
+        # positions pushed above every score (what highest_k would do with two copies)
+        negated = scores.reshape(-1).neg().index_fill_(0, occupied.to(scores.device), float("inf"))
+        return lowest_k(negated, n, generator)
 
     def select_sparse(
         self, occupied: torch.Tensor, total: int, n: int, generator: torch.Generator | None = None

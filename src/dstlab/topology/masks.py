@@ -155,10 +155,14 @@ class MaskedTarget:
         the changed positions only (index writes, a merge), not on whole dense masks."""
         kept, gone = active[~removed], active[removed]
         changed = torch.cat([gone, grown]).to(self._mask.device)
-        flat = self.mask.reshape(-1).clone()
+        flat = self.mask.reshape(-1).clone()  # callers may hold the old mask (dst.masks)
         flat[gone] = False
         flat[grown] = True
-        self.mask = flat.view(self.shape)
+        # the mask's float copy changes where the mask did: written in place, not converted anew
+        keep = self._keep.view(-1)
+        keep[gone] = 0.0
+        keep[grown] = 1.0
+        self._mask = flat.view(self.shape)
         positions = merge_disjoint(kept, grown)[0]
         with torch.no_grad():
             for tensor in [self.param, *state_tensors(optimizer, self.param)]:
