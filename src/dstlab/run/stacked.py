@@ -21,6 +21,7 @@ global generator would draw each member's dropout in another order) and the mask
 from __future__ import annotations
 
 import functools
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from dstlab.run.loop import (
     _Run,
     failure_record,
     open_run_dir,
+    pick_device,
     start_run_dir,
     train,
 )
@@ -74,7 +76,6 @@ CPU_GAIN_MAX_WEIGHTS = 250_000
 def stacking_pays(config: RunConfig) -> bool:
     """Whether runs like `config` train faster stacked: on a GPU always; on the CPU for small
     models without convolutions (`CPU_GAIN_MAX_WEIGHTS`)."""
-    from dstlab.run.loop import pick_device
     from dstlab.run.preflight import build_meta_model
 
     try:
@@ -126,7 +127,7 @@ def train_stack(
                 out,
                 resume=resume and has_checkpoint,
                 progress=False,
-                device=_device(config),
+                device=pick_device(config.device),
                 group=distributed.Group(),
                 tags=(tags or [{}] * len(configs))[i],
             )
@@ -143,12 +144,6 @@ def train_stack(
         extra = {"tags": tags[member.index]} if tags else {}
         results[member.index] = train(member.config, member.out, resume=True, **extra)
     return [r if r is not None else {} for r in results]
-
-
-def _device(config: RunConfig) -> torch.device:
-    from dstlab.run.loop import pick_device
-
-    return pick_device(config.device)
 
 
 def _by_position(members: list[_Member]) -> tuple[list[_Member], list[_Member]]:
@@ -210,14 +205,16 @@ class Stack:
         lead = members[0]
         self.module = lead.model
         self.names = [n for n, _ in lead.model.named_parameters()]
+        # each member's parameters in `names` order, looked up once: the step binds their grads
+        self.member_params = [[m.model.get_parameter(n) for n in self.names] for m in members]
         self.params = {
-            n: torch.stack([_named(m.model.named_parameters(), n).detach() for m in members])
-            for n in self.names
+            n: torch.stack([params[i].detach() for params in self.member_params])
+            for i, n in enumerate(self.names)
         }
         for tensor in self.params.values():
             tensor.requires_grad_(True)
         self.buffers = {
-            n: torch.stack([_named(m.model.named_buffers(), n) for m in members])
+            n: torch.stack([m.model.get_buffer(n) for m in members])
             for n, _ in lead.model.named_buffers()
         }
         for k, member in enumerate(members):
@@ -254,14 +251,17 @@ class Stack:
     def _load_member_states(self) -> None:
         """Stack the members' optimizer states (a resume loaded them) into the stack's."""
         lead = self.members[0]
-        for name in self.names:
-            first = lead.optimizer.state.get(_param(lead, name))
+        for i, name in enumerate(self.names):
+            first = lead.optimizer.state.get(self.member_params[0][i])
             if not first:
                 continue
             stacked: dict[str, Any] = {}
             for key, value in first.items():
                 if isinstance(value, torch.Tensor) and value.shape == self.params[name].shape[1:]:
-                    values = [m.optimizer.state[_param(m, name)][key] for m in self.members]
+                    values = [
+                        m.optimizer.state[params[i]][key]
+                        for m, params in zip(self.members, self.member_params, strict=True)
+                    ]
                     stacked[key] = torch.stack(values)
                 else:  # a per-tensor value (Adam's step count): the same for every member
                     stacked[key] = value.clone() if isinstance(value, torch.Tensor) else value
@@ -271,11 +271,11 @@ class Stack:
     def _bind_states(self) -> None:
         """Each member's optimizer state becomes views of its slice of the stack's."""
         for k, member in enumerate(self.members):
-            for name in self.names:
+            for name, param in zip(self.names, self.member_params[k], strict=True):
                 state = self.optimizer.state.get(self.params[name])
                 if not state:
                     continue
-                member.optimizer.state[_param(member, name)] = {
+                member.optimizer.state[param] = {
                     key: value[k]
                     if isinstance(value, torch.Tensor) and value.dim() == self.params[name].dim()
                     else value
@@ -334,7 +334,7 @@ class Stack:
             due = lead._checkpoint_due() or self.notice.pending
             live = [k for k, m in enumerate(self.members) if m in self.active]
             for k in list(live):
-                if not _finite(values[0][k]):
+                if not math.isfinite(values[0][k]):
                     self._end(self.members[k], diverged=lead.step + 1)
                     live.remove(k)
             if not live:
@@ -350,8 +350,8 @@ class Stack:
         prepared = []
         for k in live:
             member = self.members[k]
-            for name in self.names:
-                _param(member, name).grad = self.params[name].grad[k]
+            for name, param in zip(self.names, self.member_params[k], strict=True):
+                param.grad = self.params[name].grad[k]
             for group in member.optimizer.param_groups:
                 group["lr"] = lr
             try:
@@ -454,18 +454,6 @@ class Stack:
             # its best-validation weights are tested as a run alone tests them
             accuracies = member._test_accuracies(diverged)
             self.results[member.index] = member._finish(diverged, accuracies)
-
-
-def _finite(value: float) -> bool:
-    return value == value and value not in (float("inf"), float("-inf"))
-
-
-def _named(pairs: Any, name: str) -> torch.Tensor:
-    return dict(pairs)[name]
-
-
-def _param(member: _Run, name: str) -> torch.nn.Parameter:
-    return member.model.get_parameter(name)
 
 
 def _bind_tensors(
