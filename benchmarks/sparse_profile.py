@@ -4,9 +4,10 @@ pruning with random growth, ΔT = 100), every Linear stored sparse.
 
     python benchmarks/sparse_profile.py [--density 0.02] [--steps 300] [--threads 2]
 
-The sparse layers' autograd function is timed in its forward and backward; the rest of the forward and
-backward (ReLU, the loss, autograd), `zero_grad` and `dst.step()` (the masking, the optimizer
-step and the engine's own work) are timed around their calls. The topology update is timed
+The sparse layers' autograd function is timed in its forward and backward (with the ReLU after
+each, which the sparse backend fuses into them); the rest of the forward and backward (the dense
+classifier, the loss, autograd), `zero_grad` and `dst.step()` (the masking, the optimizer step
+and the engine's own work) are timed around their calls. The topology update is timed
 separately and shown amortised over ΔT. Medians per step over the steps; printed with the
 machine line."""
 
@@ -86,10 +87,10 @@ def main() -> None:
             updates.append(t4 - t3)
             continue
         kernels_fwd, kernels_bwd = spent["fwd"], spent["bwd"]
-        per_step["CSR forward kernels"].append(kernels_fwd)
-        per_step["rest of the forward (ReLU, loss)"].append(t2 - t1 - kernels_fwd)
-        per_step["CSR backward kernels"].append(kernels_bwd)
-        per_step["rest of the backward (autograd, ReLU)"].append(t3 - t2 - kernels_bwd)
+        per_step["CSR forward kernels (ReLU fused)"].append(kernels_fwd)
+        per_step["rest of the forward (dense classifier, loss)"].append(t2 - t1 - kernels_fwd)
+        per_step["CSR backward kernels (ReLU fused)"].append(kernels_bwd)
+        per_step["rest of the backward (autograd, classifier)"].append(t3 - t2 - kernels_bwd)
         per_step["dst.step() (masking, optimizer step)"].append(t4 - t3)
         per_step["zero_grad"].append(t1 - t0)
         per_step["whole step"].append(t4 - t0)

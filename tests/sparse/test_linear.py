@@ -12,15 +12,6 @@ from dstlab.sparse.linear import SparseLinear
 from dstlab.sparse.structure import build, flat_positions, random_positions
 
 
-@pytest.fixture(params=["numba", "torch"])
-def kernel_path(request, monkeypatch):
-    if request.param == "numba" and not kernels.HAVE_NUMBA:
-        pytest.skip("numba is not installed")
-    if request.param == "torch":
-        monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
-    return request.param
-
-
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bias", [True, False])
@@ -71,20 +62,21 @@ def test_chained_sparse_layers_in_transposed_layout_match_dense():
         torch.testing.assert_close(sp.values.grad, dn.weight.grad.reshape(-1)[sp.flat_positions()])
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("relu", [False, True])
+def test_gradcheck_float64(kernel_path, relu):
     layer = SparseLinear(6, 4, 0.5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x.requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda inp, v, b: layer_fn(layer, inp, v, b), (x, layer.values, layer.bias)
+        lambda inp, v, b: layer_fn(layer, inp, v, b, relu), (x, layer.values, layer.bias)
     )
 
 
-def layer_fn(layer, x, values, bias):
+def layer_fn(layer, x, values, bias, relu):
     from dstlab.sparse.linear import _SparseLinearFn
 
-    return _SparseLinearFn.apply(
-        x, values, bias, layer.crow, layer.col, layer.crow_t, layer.row_t, layer.perm, 4, None
-    )
+    structure = (layer.crow, layer.col, layer.crow_t, layer.row_t, layer.perm)
+    return _SparseLinearFn.apply(x, values, bias, structure, 4, None, relu)
 
 
 def test_exact_active_count_and_int32_indices():

@@ -4,10 +4,13 @@
   without a dense weight, or ``SparseLinear.from_dense(linear, mask)``); a model built from them
   is driven by ``dstlab.DST`` directly, never densely, with every criterion;
 - :class:`SparseRule`: which layers the sparse backend turns into CSR, given to the engine as
-  ``DST(..., backend="sparse", backend_options={"rule": SparseRule(...)})``.
+  ``DST(..., backend="sparse", backend_options={"rule": SparseRule(...)})``;
+- :func:`fuse_relus`: runs each ``nn.ReLU`` that follows a SparseLinear in an ``nn.Sequential``
+  inside the layer's kernels (the sparse backend does it by itself).
 """
 
 from dstlab.sparse.backend import SparseRule
+from dstlab.sparse.fusion import FusedReLU, fuse_relus
 from dstlab.sparse.linear import SparseLinear
 
-__all__ = ["SparseLinear", "SparseRule"]
+__all__ = ["FusedReLU", "SparseLinear", "SparseRule", "fuse_relus"]

@@ -11,6 +11,8 @@ fields, ``backend_options={"force": True}``).
 The optimizer step over the sparse layers' values runs as one numba pass per layer where it
 reproduces the user's optimizer (``dstlab.sparse.fused_optim``);
 ``backend_options={"fused_optimizer": False}`` leaves every parameter to the optimizer.
+An ``nn.ReLU`` that follows a sparse layer in an ``nn.Sequential`` is fused into the layer's
+kernels (``dstlab.sparse.fusion``); ``backend_options={"fuse_relu": False}`` keeps it apart.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from dstlab.errors import ConfigError
+from dstlab.sparse.fusion import fuse_relus
 from dstlab.sparse.linear import SparseLinear
 from dstlab.sparse.target import SparseTarget
 from dstlab.topology.backends import register_backend
@@ -86,14 +89,17 @@ def build_targets(
     masks: dict[str, torch.Tensor],
     rule: SparseRule | None = None,
     fused_optimizer: bool = True,
+    fuse_relu: bool = True,
     **rule_fields: float | int | bool | None,
 ) -> list:
     """The engine's targets: :class:`SparseTarget` for every Linear weight the rule picks (the
     layer is swapped for a SparseLinear in ``model`` and ``optimizer``), MaskedTarget otherwise.
     The rule is ``rule``, or one built from ``rule_fields``, or :data:`DEFAULT_RULE`;
-    ``fused_optimizer`` says whether the targets step their values themselves."""
-    if fused_optimizer not in (True, False):
-        raise ConfigError(f"fused_optimizer must be True or False, got {fused_optimizer!r}.")
+    ``fused_optimizer`` says whether the targets step their values themselves, ``fuse_relu``
+    whether a ReLU after a sparse layer runs in its kernels."""
+    for option, value in (("fused_optimizer", fused_optimizer), ("fuse_relu", fuse_relu)):
+        if value not in (True, False):
+            raise ConfigError(f"{option} must be True or False, got {value!r}.")
     rule = _rule(rule, rule_fields)
     modules = dict(model.named_modules())
     targets: list = []
@@ -114,6 +120,8 @@ def build_targets(
             targets.append(SparseTarget(name, layer, optimizer, fused_optimizer=fused_optimizer))
         else:
             targets.append(MaskedTarget(name, param, mask))
+    if fuse_relu:
+        fuse_relus(model)
     return targets
 
 

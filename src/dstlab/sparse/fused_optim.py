@@ -1,4 +1,5 @@
-"""The optimizer step over a sparse layer's values in one numba pass, in place of torch's.
+"""The optimizer step over a sparse layer's values (and its bias) in one numba pass each, in
+place of torch's.
 
 torch's step runs one tensor operation after another per parameter (SGD with Nesterov and
 weight decay four, Adam about ten), each a pass over the values and, above 32k values, a

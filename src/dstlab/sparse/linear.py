@@ -19,24 +19,42 @@ from dstlab.topology.distributions import check_density
 
 
 class _SparseLinearFn(torch.autograd.Function):
-    """Y = X Wᵀ + b with W sparse; gradients for X, the active values of W, and b."""
+    """Y = X Wᵀ + b with W sparse, rectified when ``relu``; gradients for X, the active values
+    of W, and b. The structure travels as one tuple: autograd has no work with it (it is never
+    differentiated, and a topology update replaces its tensors rather than changing them)."""
 
     @staticmethod
-    def forward(ctx, x, values, bias, crow, col, crow_t, row_t, perm, n_out, capture):  # type: ignore[override]
+    def forward(ctx, x, values, bias, structure, n_out, capture, relu):  # type: ignore[override]
+        crow, col = structure[0], structure[1]
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
         xt = kernels.transposed(x2)  # free when x came from a previous sparse layer
-        yt = kernels.forward(crow, col, values.detach(), xt, bias, n_out)
-        ctx.save_for_backward(xt, values, crow, col, crow_t, row_t, perm)
+        # y (batch, n_out) is stored transposed and handed out as itself, not as a view of a
+        # tensor made here: autograd forbids in-place ops (an inplace ReLU) on such views
+        y = torch.empty_strided((xt.shape[1], n_out), (1, xt.shape[1]), dtype=xt.dtype)
+        kernels.forward(crow, col, values.detach(), xt, bias, n_out, relu, out=y.t())
+        if relu:
+            ctx.save_for_backward(xt, values, y)
+        else:
+            ctx.save_for_backward(xt, values)
+        ctx.structure = structure
+        ctx.relu = relu
         ctx.has_bias = bias is not None
         ctx.x_shape = x.shape
         ctx.capture = capture
-        return yt.t().reshape(*lead, n_out)
+        return y if len(lead) == 1 else y.reshape(*lead, n_out)
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        xt, values, crow, col, crow_t, row_t, perm = ctx.saved_tensors
+        xt, values = ctx.saved_tensors[:2]
+        crow, col, crow_t, row_t, perm = ctx.structure
         gyt = kernels.transposed(gy.reshape(-1, gy.shape[-1]))
+        need_gb = ctx.has_bias and ctx.needs_input_grad[2]
+        gb = None
+        if ctx.relu:  # the ReLU's gradient and the bias's in one pass
+            gyt, gb = kernels.rectified_grad(ctx.saved_tensors[2].t(), gyt, need_gb)
+        elif need_gb:
+            gb = gyt.sum(1)
         need_gx = ctx.needs_input_grad[0]
         gval, gxt = kernels.backward(
             crow_t, row_t, perm, crow, col, values.detach(), xt, gyt, need_gx
@@ -44,9 +62,8 @@ class _SparseLinearFn(torch.autograd.Function):
         if ctx.capture is not None:  # the DST target's dense gradient at update steps
             ctx.capture.append((xt, gyt))
         gx = gxt.t().reshape(ctx.x_shape) if need_gx else None
-        gb = gyt.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
         gval = gval if ctx.needs_input_grad[1] else None
-        return gx, gval, gb, None, None, None, None, None, None, None
+        return gx, gval, gb, None, None, None, None
 
 
 class SparseLinear(nn.Module):
@@ -88,6 +105,8 @@ class SparseLinear(nn.Module):
         self._set_structure(build(flat, (out_features, in_features)))
         # when a list, each backward appends its (xᵀ, gyᵀ): the DST backend's dense gradient
         self.capture: list | None = None
+        # set by dstlab.sparse.fusion.fuse_relus where an nn.ReLU follows this layer
+        self.applies_relu = False
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -111,6 +130,7 @@ class SparseLinear(nn.Module):
             layer.register_parameter("bias", None)
         layer._set_structure(build(flat, (layer.out_features, layer.in_features)))
         layer.capture = None
+        layer.applies_relu = False
         return layer.to(weight.device)
 
     def _set_structure(self, s: CSRStructure) -> None:
@@ -180,21 +200,18 @@ class SparseLinear(nn.Module):
             )
         if x.dtype != self.values.dtype:
             x = x.to(self.values.dtype)
-        return _SparseLinearFn.apply(
-            x,
-            self.values,
-            self.bias,
-            self.crow,
-            self.col,
-            self.crow_t,
-            self.row_t,
-            self.perm,
-            self.out_features,
-            self.capture,
-        )
+        structure = (self.crow, self.col, self.crow_t, self.row_t, self.perm)
+        y = _SparseLinearFn.apply(
+            x, self.values, self.bias, structure, self.out_features, self.capture,
+            self.applies_relu,
+        )  # fmt: skip
+        if self.applies_relu:
+            y._dstlab_rectified = True  # the FusedReLU after this layer passes it on as it is
+        return y
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"density={self.density:.4g}, bias={self.bias is not None}"
+            + (", applies_relu=True" if self.applies_relu else "")
         )

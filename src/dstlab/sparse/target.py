@@ -129,10 +129,14 @@ class SparseTarget:
         """Nothing to mask (only active gradients exist); release the captured batches."""
         self.layer.capture.clear()
 
-    def optimizer_step(self, optimizer) -> bool:
-        """Step the values in one pass (``dstlab.sparse.fused_optim``) when that reproduces
-        ``optimizer``'s step; True if done, and the engine then leaves them out of its step."""
-        return self.fused_optimizer and fused_step(optimizer, self.layer.values)
+    def optimizer_step(self, optimizer) -> list[nn.Parameter]:
+        """Step the values and the bias, each in one pass (``dstlab.sparse.fused_optim``), where
+        that reproduces ``optimizer``'s step; those done, which the engine leaves out of its
+        step."""
+        if not self.fused_optimizer:
+            return []
+        own = (self.layer.values, self.layer.bias)
+        return [p for p in own if p is not None and fused_step(optimizer, p)]
 
     def grow(self, grower, kept: torch.Tensor, n: int, generator, gradient, momentum):
         """Flat positions of the n weights ``grower`` activates, ``kept`` the sorted positions

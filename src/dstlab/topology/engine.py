@@ -266,10 +266,10 @@ class DST:
 
     def _optimizer_step(self) -> None:
         """The user's optimizer step. A target with ``optimizer_step(optimizer)`` may step its
-        own parameter (the sparse backend does it in one pass, without torch's fixed cost per
-        parameter); a True answer means done, and that parameter's gradient is hidden from the
-        optimizer for this call, so it steps only the rest."""
-        stepped = [t.param for t in self._self_stepping if t.optimizer_step(self.optimizer)]
+        own parameters (the sparse backend does it in one pass each, without torch's fixed cost
+        per parameter); the gradients of those it names are hidden from the optimizer for this
+        call, so it steps only the rest."""
+        stepped = [p for t in self._self_stepping for p in t.optimizer_step(self.optimizer)]
         grads = [p.grad for p in stepped]
         for p in stepped:
             p.grad = None

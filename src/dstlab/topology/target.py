@@ -99,6 +99,7 @@ class Target(Protocol):
 
 # Optional: ``after_update()``, called once at the end of a step that changed the topology,
 # after the update's references are gone (the sparse backend returns freed heap pages there).
-# Optional: ``optimizer_step(optimizer) -> bool``, called at each step without a loss scaler
-# before the optimizer's own step: True when the target stepped its parameter itself, exactly
-# as ``optimizer`` would (state in ``optimizer.state``), which the optimizer then skips.
+# Optional: ``optimizer_step(optimizer) -> list of parameters``, called at each step without a
+# loss scaler before the optimizer's own step: those the target stepped itself (its parameter,
+# the bias of its layer), exactly as ``optimizer`` would (state in ``optimizer.state``), which
+# the optimizer then skips.
