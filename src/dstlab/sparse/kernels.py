@@ -16,6 +16,9 @@ CSR kernels (slower, same results).
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 import torch
 
 from dstlab.jit import HAVE_NUMBA, njit, numba, prange
@@ -214,17 +217,32 @@ if HAVE_NUMBA:
             s = source[i]
             out[i] = old[s] if s >= 0 else 0.0
 
+    # numba's thread count is per calling thread: remember, per thread, the torch setting it
+    # was last matched to, so a kernel call costs one lookup, not numba's three
+    _matched = threading.local()
+
     def _sync_threads() -> None:
         # numba keeps its own pool; follow torch's setting (the user's `torch.set_num_threads`)
-        n = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+        wanted = torch.get_num_threads()
+        if getattr(_matched, "torch_threads", None) == wanted:
+            return
+        n = min(wanted, numba.config.NUMBA_NUM_THREADS)
         if numba.get_num_threads() != n:
             numba.set_num_threads(n)
+        _matched.torch_threads = wanted
 
 
 def _zero(dtype: torch.dtype):
-    import numpy as np
-
     return np.float32(0) if dtype == torch.float32 else np.float64(0)
+
+
+def _array(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A structure index array as numpy: layers hand theirs over as numpy views already."""
+    return t if type(t) is np.ndarray else t.numpy()
+
+
+def _tensor(t: torch.Tensor | np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(t) if type(t) is np.ndarray else t
 
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]):
@@ -297,8 +315,8 @@ def add_sampled(
 
 
 def forward(
-    crow: torch.Tensor,
-    col: torch.Tensor,
+    crow: torch.Tensor | np.ndarray,
+    col: torch.Tensor | np.ndarray,
     val: torch.Tensor,
     xt: torch.Tensor,
     bias: torch.Tensor | None,
@@ -307,16 +325,18 @@ def forward(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``W @ xt (+ bias[:, None])`` for W in CSR (n_out rows), rectified if ``relu``; ``xt``
-    (n_in, batch) contiguous; written into ``out`` (contiguous) if given."""
+    (n_in, batch) contiguous; written into ``out`` (contiguous) if given. The structure may
+    come as numpy views (a layer keeps them between topology updates)."""
     yt = torch.empty((n_out, xt.shape[1]), dtype=xt.dtype) if out is None else out
     if HAVE_NUMBA:
         _sync_threads()
         b = bias.detach() if bias is not None else val.new_empty(0)
         _forward_nb(
-            crow.numpy(), col.numpy(), val.numpy(), xt.numpy(), b.numpy(), bias is not None,
+            _array(crow), _array(col), val.numpy(), xt.numpy(), b.numpy(), bias is not None,
             relu, yt.numpy(),
         )  # fmt: skip
         return yt
+    crow, col = _tensor(crow), _tensor(col)
     torch.mm(_csr(crow, col, val, (n_out, xt.shape[0])), xt, out=yt)
     if bias is not None:
         yt += bias.detach()[:, None]
@@ -341,29 +361,32 @@ def rectified_grad(
 
 
 def backward(
-    crow_t: torch.Tensor,
-    row_t: torch.Tensor,
-    perm: torch.Tensor,
-    crow: torch.Tensor,
-    col: torch.Tensor,
+    crow_t: torch.Tensor | np.ndarray,
+    row_t: torch.Tensor | np.ndarray,
+    perm: torch.Tensor | np.ndarray,
+    crow: torch.Tensor | np.ndarray,
+    col: torch.Tensor | np.ndarray,
     val: torch.Tensor,
     xt: torch.Tensor,
     gyt: torch.Tensor,
     need_gx: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Gradients of ``W @ xt``: the values' gradient (CSR order) and, if asked, ``Wᵀ @ gyt``."""
+    """Gradients of ``W @ xt``: the values' gradient (CSR order) and, if asked, ``Wᵀ @ gyt``.
+    The structure may come as numpy views."""
     n_out = crow.shape[0] - 1
     n_in = crow_t.shape[0] - 1
     if HAVE_NUMBA:
         _sync_threads()
         gval = torch.empty_like(val)
         gxt = torch.empty((n_in, xt.shape[1]), dtype=xt.dtype) if need_gx else None
+        x = xt.numpy()
         _backward_nb(
-            crow_t.numpy(), row_t.numpy(), perm.numpy(), val.numpy(), xt.numpy(), gyt.numpy(),
-            gval.numpy(), gxt.numpy() if need_gx else xt.numpy()[:0], need_gx, _zero(val.dtype),
+            _array(crow_t), _array(row_t), _array(perm), val.numpy(), x, gyt.numpy(),
+            gval.numpy(), gxt.numpy() if need_gx else x[:0], need_gx, _zero(val.dtype),
         )  # fmt: skip
         return gval, gxt
     # PyTorch path: sampled product for the values, transposed CSR for the input gradient
+    crow, col, crow_t, row_t, perm = (_tensor(a) for a in (crow, col, crow_t, row_t, perm))
     zeros = torch.zeros_like(val)
     gval = torch.sparse.sampled_addmm(_csr(crow, col, zeros, (n_out, n_in)), gyt, xt.t())
     gval = gval.values()

@@ -17,6 +17,8 @@ from dstlab.sparse import kernels
 from dstlab.sparse.structure import CSRStructure, build, flat_positions, random_positions
 from dstlab.topology.distributions import check_density
 
+_STRUCTURE = ("crow", "col", "crow_t", "row_t", "perm")
+
 
 class _SparseLinearFn(torch.autograd.Function):
     """Y = X Wᵀ + b with W sparse, rectified when ``relu``; gradients for X, the active values
@@ -134,12 +136,31 @@ class SparseLinear(nn.Module):
         return layer.to(weight.device)
 
     def _set_structure(self, s: CSRStructure) -> None:
-        for name in ("crow", "col", "crow_t", "row_t", "perm"):
+        for name in _STRUCTURE:
             tensor = getattr(s, name)
             if name in self._buffers:
                 self._buffers[name] = tensor
             else:
                 self.register_buffer(name, tensor)
+
+    def __getstate__(self) -> dict:
+        # a copy or a pickle gets its own views (a copied numpy array would not follow the
+        # copied buffers)
+        state = super().__getstate__()
+        state.pop("_kernel_cache", None)
+        return state
+
+    def _kernel_structure(self) -> tuple:
+        """The structure buffers as the kernels take them: numpy views, made once per topology
+        (a view per buffer per call cost ~0.5 us each, several times a step), and made anew
+        whenever a buffer was replaced (a topology update, ``load_state_dict``, ``.to()``)."""
+        buffers = tuple(self._buffers[name] for name in _STRUCTURE)
+        cached = self.__dict__.get("_kernel_cache")
+        if cached is not None and all(a is b for a, b in zip(cached[0], buffers, strict=True)):
+            return cached[1]
+        views = tuple(b.numpy() if b.device.type == "cpu" else b for b in buffers)
+        self.__dict__["_kernel_cache"] = (buffers, views)
+        return views
 
     # -- views --------------------------------------------------------------------------------
     @property
@@ -200,7 +221,7 @@ class SparseLinear(nn.Module):
             )
         if x.dtype != self.values.dtype:
             x = x.to(self.values.dtype)
-        structure = (self.crow, self.col, self.crow_t, self.row_t, self.perm)
+        structure = self._kernel_structure()
         y = _SparseLinearFn.apply(
             x, self.values, self.bias, structure, self.out_features, self.capture,
             self.applies_relu,
