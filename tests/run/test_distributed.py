@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from dstlab.run import RunConfig, train
 from dstlab.run.files import load_checkpoint, read_metrics
@@ -295,3 +296,23 @@ def test_a_study_run_with_nproc_2_launches_its_ranks_and_tags_its_tracker(
     client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
     [run] = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     assert run.data.tags["study"] == "ddp" and run.data.tags["nproc"] == "2"
+
+
+@pytest.mark.parametrize(("given", "ranks_get"), [(None, 3), (5, 5)])
+def test_a_study_worker_gives_its_ranks_its_own_thread_count(
+    tmp_path, monkeypatch, given, ranks_get
+):
+    # without it each rank ran torch's default (every core), so 2 ranks oversubscribed the
+    # machine and a study's run differed in rounding from the same `dstlab train --threads`
+    from dstlab.run import files, launch
+
+    def fake_launch(argv, nproc, out):
+        files.write_result(out, files.result_record(files.DONE))
+
+    monkeypatch.setattr(launch, "launch_and_record", fake_launch)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    values = {k.replace("-", "_"): v for k, v in FLAGS.items()}
+    config = RunConfig.from_dict({**values, "nproc": 2, "threads": given})
+    launch.train_processes(config, tmp_path / "run")
+    written = yaml.safe_load((tmp_path / "run" / files.CONFIG).read_text())
+    assert written["threads"] == ranks_get

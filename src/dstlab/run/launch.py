@@ -4,6 +4,7 @@ group of `run/distributed.py`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import uuid
@@ -45,9 +46,16 @@ def train_processes(config: Any, out: Any, tags: dict[str, Any] | None = None) -
     """A run with `nproc` > 1 from inside a Python process (a study's worker): its config goes
     to `out`/config.yaml and `dstlab train --resume out` runs as `nproc` ranks, with `tags` for
     rank 0's trackers as `train(..., tags=)` takes them; returns the result rank 0 wrote (a rank
-    that died before writing leaves a `failed` one)."""
+    that died before writing leaves a `failed` one). Without ``threads`` in `config`, each rank
+    runs as many torch threads as this process."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if config.threads is None:
+        # the ranks are new processes: each gets the threads this worker was given (a study's
+        # --threads), not torch's default of every core per rank
+        import torch
+
+        config = dataclasses.replace(config, threads=torch.get_num_threads())
     files.write_yaml(out / files.CONFIG, config.to_dict())
     argv = ["train", "--resume", str(out), "--quiet"]
     if tags and config.log:
