@@ -2,7 +2,10 @@
 
 MLP 3072-1024-512-10, batch 128, density 0.05, ΔT = 100, SGD (momentum, Nesterov, weight decay).
 Dense and DST training alternate in one process; each sample is a block of `update_every`
-steps (so every DST block holds exactly one topology update); we report medians.
+steps (so every DST block holds exactly one topology update). A round runs one block of each
+configuration; the step ratio is the median over rounds of each round's DST block over its dense
+block (a 2-core VM's speed drifts by several percent between rounds, and pairing within a round
+cancels most of that), printed with its quartiles so the noise is in view.
 
     python benchmarks/engine_step.py [--repeats 7] [--threads 2]
 """
@@ -41,6 +44,19 @@ def block(model, optimizer, step, batches) -> float:
         nn.functional.cross_entropy(model(x), y).backward()
         step()
     return time.perf_counter() - start
+
+
+def masking_ms(model, optimizer, dst, calls: int = 200) -> float:
+    """A plain step's own extra work, timed alone: masking every sparse gradient (median)."""
+    optimizer.zero_grad(set_to_none=True)
+    model(torch.randn(128, 3072)).sum().backward()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        for target in dst.targets:
+            target.mask_grad()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
 
 
 def main() -> None:
@@ -99,16 +115,20 @@ def main() -> None:
             update_ms[name].append(1e3 * (time.perf_counter() - start))
 
     dense_step = statistics.median(dense_blocks) / period
+    masking = masking_ms(*next(iter(runs.values())))
     rows = []
     for name in runs:
         step = statistics.median(dst_blocks[name]) / period
         update = statistics.median(update_ms[name]) / 1e3
+        paired = [d / b for d, b in zip(dst_blocks[name], dense_blocks, strict=True)]
+        low, _, high = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
         rows.append(
             {
                 "criteria": name,
                 "dense_step_ms": 1e3 * dense_step,
                 "dst_step_ms": 1e3 * step,
-                "step_ratio": step / dense_step,
+                "step_ratio": statistics.median(paired),
+                "step_ratio_quartiles": [low, high],
                 "update_ms": 1e3 * update,
                 "update_in_dense_steps": update / dense_step,
             }
@@ -120,15 +140,24 @@ def main() -> None:
         f"ΔT={period}  repeats={args.repeats} (medians)"
     )
     print(
-        f"{'criteria':<20}{'dense ms':>10}{'DST ms':>10}{'ratio':>8}{'update ms':>11}{'updates/dense':>15}"
+        f"{'criteria':<20}{'dense ms':>10}{'DST ms':>10}{'ratio':>8}{'quartiles':>15}"
+        f"{'update ms':>11}{'updates/dense':>15}"
+    )
+    print(
+        f"masking the gradients: {masking:.2f} ms a step "
+        f"({100 * masking / (1e3 * dense_step):.1f}% of a dense step)"
     )
     for r in rows:
+        low, high = r["step_ratio_quartiles"]
         print(
             f"{r['criteria']:<20}{r['dense_step_ms']:>10.2f}{r['dst_step_ms']:>10.2f}"
-            f"{r['step_ratio']:>8.3f}{r['update_ms']:>11.2f}{r['update_in_dense_steps']:>15.2f}"
+            f"{r['step_ratio']:>8.3f}{f'{low:.3f}-{high:.3f}':>15}"
+            f"{r['update_ms']:>11.2f}{r['update_in_dense_steps']:>15.2f}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps({"machine": info, "masking_ms": masking, "rows": rows}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ PyTorch fallbacks, same results).
 from __future__ import annotations
 
 import os
+import threading
+
+import torch
 
 
 def _prefer_wide_vectors() -> None:
@@ -50,4 +53,20 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     njit = prange = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "njit", "numba", "prange"]
+_matched = threading.local()
+
+
+def match_torch_threads() -> None:
+    """Give numba's parallel kernels as many threads as torch has (the user's
+    `torch.set_num_threads`). numba keeps its own pool and thread count per calling thread;
+    this checks once per calling thread and per change of torch's setting."""
+    wanted = torch.get_num_threads()
+    if getattr(_matched, "torch_threads", None) == wanted:
+        return
+    n = min(wanted, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+    _matched.torch_threads = wanted
+
+
+__all__ = ["HAVE_NUMBA", "match_torch_threads", "njit", "numba", "prange"]

@@ -16,12 +16,10 @@ CSR kernels (slower, same results).
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 
-from dstlab.jit import HAVE_NUMBA, njit, numba, prange
+from dstlab.jit import HAVE_NUMBA, match_torch_threads, njit, prange
 
 if HAVE_NUMBA:
     # Both kernels unroll over the entries of a row (column), then finish one at a time: one
@@ -217,20 +215,6 @@ if HAVE_NUMBA:
             s = source[i]
             out[i] = old[s] if s >= 0 else 0.0
 
-    # numba's thread count is per calling thread: remember, per thread, the torch setting it
-    # was last matched to, so a kernel call costs one lookup, not numba's three
-    _matched = threading.local()
-
-    def _sync_threads() -> None:
-        # numba keeps its own pool; follow torch's setting (the user's `torch.set_num_threads`)
-        wanted = torch.get_num_threads()
-        if getattr(_matched, "torch_threads", None) == wanted:
-            return
-        n = min(wanted, numba.config.NUMBA_NUM_THREADS)
-        if numba.get_num_threads() != n:
-            numba.set_num_threads(n)
-        _matched.torch_threads = wanted
-
 
 def _zero(dtype: torch.dtype):
     return np.float32(0) if dtype == torch.float32 else np.float64(0)
@@ -277,7 +261,7 @@ def take_or_zero(old: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     gradient, optimizer state) moved to new positions."""
     old = old.detach()
     if HAVE_NUMBA and old.device.type == "cpu" and old.dtype in (torch.float32, torch.float64):
-        _sync_threads()
+        match_torch_threads()
         out = torch.empty(source.shape, dtype=old.dtype)
         _take_or_zero_nb(old.contiguous().numpy(), source.numpy(), out.numpy())
         return out
@@ -295,7 +279,7 @@ def transposed(x: torch.Tensor) -> torch.Tensor:
         return xt
     if not HAVE_NUMBA or x.dtype not in (torch.float32, torch.float64) or x.stride(1) != 1:
         return xt.contiguous()
-    _sync_threads()
+    match_torch_threads()
     out = torch.empty(xt.shape, dtype=x.dtype)
     _transpose_nb(x.numpy(), out.numpy())
     return out
@@ -306,7 +290,7 @@ def add_sampled(
 ) -> None:
     """``out[i] += <gyt[rows[i]], xt[cols[i]]>``: entries of ``gyt @ xtᵀ`` at chosen positions."""
     if HAVE_NUMBA and out.dtype == xt.dtype == gyt.dtype and xt.is_contiguous():
-        _sync_threads()
+        match_torch_threads()
         _sampled_nb(rows.numpy(), cols.numpy(), xt.numpy(), gyt.contiguous().numpy(), out.numpy())
         return
     for s in range(0, rows.numel(), 1 << 16):
@@ -329,7 +313,7 @@ def forward(
     come as numpy views (a layer keeps them between topology updates)."""
     yt = torch.empty((n_out, xt.shape[1]), dtype=xt.dtype) if out is None else out
     if HAVE_NUMBA:
-        _sync_threads()
+        match_torch_threads()
         b = bias.detach() if bias is not None else val.new_empty(0)
         _forward_nb(
             _array(crow), _array(col), val.numpy(), xt.numpy(), b.numpy(), bias is not None,
@@ -349,7 +333,7 @@ def rectified_grad(
     """The gradient before a fused ReLU whose output was ``yt`` (zero where ``yt <= 0``, as
     torch's), and the bias's gradient (its rows' sums) if asked; ``gyt`` contiguous."""
     if HAVE_NUMBA and gyt.dtype == yt.dtype:
-        _sync_threads()
+        match_torch_threads()
         out = torch.empty_like(yt)
         gb = yt.new_empty(yt.shape[0] if need_bias_grad else 0)
         _rectified_grad_nb(
@@ -376,7 +360,7 @@ def backward(
     n_out = crow.shape[0] - 1
     n_in = crow_t.shape[0] - 1
     if HAVE_NUMBA:
-        _sync_threads()
+        match_torch_threads()
         gval = torch.empty_like(val)
         gxt = torch.empty((n_in, xt.shape[1]), dtype=xt.dtype) if need_gx else None
         x = xt.numpy()
