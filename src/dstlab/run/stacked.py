@@ -12,8 +12,9 @@ from its own seed, its model's parameters, buffers and optimizer state are views
 of the stacked tensors, so its own `DST` masks, prunes and regrows in place, and it writes its
 own metrics, checkpoints (in the format a run alone writes, so it resumes alone or stacked) and
 result. A member that diverges or fails ends alone; the others go on. The forward and backward
-pass of a slice are those of the run alone (the batched matrix products compute each member as
-the plain ones do; `tests/run/test_stacked.py` holds masks and accuracies to it).
+pass of a slice are those of the run alone: batched where this machine's batched matrix products
+compute each member as the plain ones do, else one member at a time (`stacked_forward.py`;
+`tests/run/test_stacked.py` holds masks and accuracies to it).
 
 Stacking needs one process, float32, no accumulation, no torch.compile, no dropout (the shared
 global generator would draw each member's dropout in another order) and the masked backend."""
@@ -44,6 +45,7 @@ from dstlab.run.loop import (
 )
 from dstlab.run.losses import batch_loss
 from dstlab.run.optim import lr_at
+from dstlab.run.stacked_forward import StackedForward
 from dstlab.topology.criteria import NonFiniteScoreError
 
 # what members may differ in: the seed, the mode, the engine's options and where results go
@@ -228,7 +230,7 @@ class Stack:
             batch_loss, binary=lead.binary, smoothing=c.label_smoothing
         )
         self._loss = torch.func.vmap(self._plain_loss)
-        self._forward = torch.func.vmap(self._call)
+        self._forward = StackedForward(self.module)
         self.notice = preemption.PreemptionNotice()
         dirs = [str(m.out) for m in members]
         for member in members:
@@ -241,11 +243,6 @@ class Stack:
         computes it (a batched loss sums in another order: its last bits would differ)."""
         pairs = [self._plain_loss(out[k], y[k]) for k in range(len(self.members))]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-
-    def _call(
-        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
-    ) -> torch.Tensor:
-        return torch.func.functional_call(self.module, (params, buffers), (x,))
 
     # ---- optimizer state: the stack's tensors, the members' views --------------------------
     def _load_member_states(self) -> None:
