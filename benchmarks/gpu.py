@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from measure import machine, machine_line
 from torch import nn
 
 from dstlab import DST
@@ -214,7 +215,12 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA GPU, and torch sees none here.")
     torch.backends.cudnn.benchmark = True
-    results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+    results = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "machine": machine(torch.get_num_threads()),
+    }
+    print(f"{results['gpu']}, torch {results['torch']}; host: {machine_line(results['machine'])}")
     results["steps"] = steps(args)
     results["train_one_epoch"] = one_epoch(args)
     results["exported"] = exported(args)

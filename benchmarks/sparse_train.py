@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from measure import machine, machine_line
 
 from dstlab.run import RunConfig, train
 
@@ -46,6 +47,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "sparse_train.json"))
     args = parser.parse_args()
+    info = machine(args.threads)
+    print(machine_line(info), flush=True)
     seconds: dict[str, list[float]] = {"masked": [], "sparse": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -62,6 +65,7 @@ def main() -> None:
                 print(f"{backend}: {result['seconds']:.1f} s (status {result['status']})")
     med = {k: statistics.median(v) for k, v in seconds.items()}
     out = {
+        "machine": info,
         "images": args.images,
         "density": args.density,
         "threads": args.threads,
