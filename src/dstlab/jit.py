@@ -1,8 +1,9 @@
 """numba, the optional compiler of dstlab's CPU kernels (``pip install dstlab[fast]``): whether
 it is here, and the one setting dstlab gives it.
 
-On AVX-512 CPUs LLVM compiles with 256-bit vectors unless told otherwise (its
-``prefer-256-bit`` tuning guards against the clock drop of 512-bit units on 2017-era Xeons).
+On Intel's AVX-512 CPUs LLVM compiles with 256-bit vectors unless told otherwise (its
+``prefer-256-bit`` tuning guards against the clock drop of 512-bit units on 2017-era Xeons;
+AMD's Zen 4 has no such tuning and gets 512-bit vectors anyway).
 dstlab's sparse kernels are bound by vector loads, and 512-bit vectors halve them: measured
 1.5-1.9x faster on an Emerald Rapids Xeon (``benchmarks/sparse.py``). So when numba has
 compiled nothing yet in this process and its CPU target is not set (``NUMBA_CPU_NAME``,
