@@ -119,7 +119,11 @@ def main() -> None:
     parser.add_argument("--stacks", default="1,4,16,auto")
     parser.add_argument("--runs", type=int, default=32, help="runs of each case")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--json", default="study_throughput.json", help="where to write results")
+    parser.add_argument(
+        "--json",
+        default=str(Path(__file__).resolve().parent / "results" / "study_throughput.json"),
+        help="where to write results",
+    )
     args = parser.parse_args()
 
     rows = []
@@ -141,6 +145,7 @@ def main() -> None:
             f"{r['case']:>12} {r['stack']:>6} {r['runs']:>5} {r['seconds']:>8.1f} "
             f"{r['runs_per_hour']:>10} {gain:>6}"
         )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": info, "results": rows}, indent=2) + "\n")
     print(f"wrote {args.json}")
 

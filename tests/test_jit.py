@@ -93,3 +93,71 @@ def test_a_user_feature_string_is_kept():
 
 def test_dstlab_no_numba_switches_the_kernels_off():
     assert _probe({"DSTLAB_NO_NUMBA": "1"})["numba"] is False
+
+
+THREAD_POOL_PROBE = """
+import json, torch, numba
+torch.set_num_threads({threads})
+import dstlab
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(512, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+dst = dstlab.DST(model, opt, density=0.1, update_every=2, total_steps=20, backend="{backend}")
+for _ in range(5):
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(torch.randn(32, 512)), torch.randint(0, 10, (32,))).backward()
+    dst.step()
+try:
+    layer = numba.threading_layer()
+except ValueError:  # no parallel region ran in this process
+    layer = None
+print(json.dumps({{"pool": layer}}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["masked", "sparse"])
+def test_a_one_thread_process_never_starts_numbas_thread_pool(backend):
+    # its idle threads spin after each region: two one-thread study workers on two cores each
+    # ran 4-9x slower while their pools spun on each other's core
+    one = _run(THREAD_POOL_PROBE.format(threads=1, backend=backend))
+    assert one["pool"] is None
+    if os.cpu_count() > 1:  # the same training with two threads does use it
+        assert _run(THREAD_POOL_PROBE.format(threads=2, backend=backend))["pool"] is not None
+
+
+def _run(code: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "DSTLAB_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_a_parallel_kernels_serial_build_computes_the_same_and_caches_apart():
+    import numpy as np
+    import torch
+
+    from dstlab.jit import ParallelKernel, prange
+
+    def scale(x, out):  # pragma: no cover - compiled
+        for i in prange(x.shape[0]):
+            out[i] = 2.0 * x[i] + 1.0
+
+    kernel = ParallelKernel(scale, min_parallel=1 << 10, options={})
+    x = np.arange(5000, dtype=np.float32)
+    a, b = np.empty_like(x), np.empty_like(x)
+    kernel.parallel(x, a)
+    kernel.serial(x, b)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, 2 * x + 1)
+    assert kernel.serial.py_func.__qualname__ != kernel.parallel.py_func.__qualname__
+    assert not kernel.serial.targetoptions.get("parallel")
+    assert kernel.parallel.targetoptions.get("parallel")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        c = np.zeros_like(x)
+        kernel(x, c)
+        np.testing.assert_array_equal(c, a)
+    finally:
+        torch.set_num_threads(before)

@@ -62,7 +62,9 @@ def test_the_bitset_route_is_taken_only_where_it_is_small(path, monkeypatch):
     for name in ("_isin_bits_nb", "_isin_search_nb"):
         kernel = getattr(sorted_sets, name)
         monkeypatch.setattr(
-            sorted_sets, name, lambda *a, _k=kernel, _n=name: (taken.append(_n), _k(*a))[1]
+            sorted_sets,
+            name,
+            lambda *a, _k=kernel, _n=name, **kw: (taken.append(_n), _k(*a, **kw))[1],
         )
     s = torch.arange(0, 1000, 10)  # 100 members
     q = torch.tensor([5, 10, 990, 11])

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dstlab.jit import HAVE_NUMBA, match_torch_threads, njit, prange
+from dstlab.jit import HAVE_NUMBA, njit, parallel_kernel, prange
 
 if HAVE_NUMBA:
     # Both kernels unroll over the entries of a row (column), then finish one at a time: one
@@ -31,7 +31,7 @@ if HAVE_NUMBA:
     # through the fused ReLU, as through torch's, so a diverged run is seen as diverged.
     _FAST = {"contract", "reassoc", "nsz", "arcp", "afn"}
 
-    @njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
+    @parallel_kernel(fastmath=_FAST, cache=True, nogil=True)
     def _forward_nb(crow, col, val, xt, bias, has_bias, relu, yt):  # pragma: no cover
         n_rows = crow.shape[0] - 1
         batch = xt.shape[1]
@@ -70,7 +70,7 @@ if HAVE_NUMBA:
                     if out[j] < 0:
                         out[j] = 0.0
 
-    @njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
+    @parallel_kernel(fastmath=_FAST, cache=True, nogil=True)
     def _rectified_grad_nb(yt, gyt, out, gb, has_bias, zero):  # pragma: no cover - compiled
         # torch's threshold_backward: the gradient passes where the output is not <= 0
         # (NaN included); the bias's gradient is the rows' sums of what passes
@@ -84,7 +84,7 @@ if HAVE_NUMBA:
             if has_bias:
                 gb[r] = s
 
-    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    @parallel_kernel(fastmath=True, cache=True, nogil=True)
     def _backward_nb(
         crow_t, row_t, perm, val, xt, gyt, gval, gxt, need_gx, zero
     ):  # pragma: no cover
@@ -146,7 +146,7 @@ if HAVE_NUMBA:
                     gval[perm[kk]] = s
                     kk += 1
 
-    @njit(parallel=True, fastmath=True, cache=True, nogil=True)
+    @parallel_kernel(fastmath=True, cache=True, nogil=True)
     def _sampled_nb(rows, cols, xt, gyt, out):  # pragma: no cover - compiled
         for i in prange(rows.shape[0]):
             g = gyt[rows[i]]
@@ -156,7 +156,7 @@ if HAVE_NUMBA:
                 s += g[j] * x[j]
             out[i] = s
 
-    @njit(parallel=True, cache=True, nogil=True)
+    @parallel_kernel(cache=True, nogil=True)
     def _transpose_nb(x, out):  # pragma: no cover - compiled
         # Tiles of 64 columns by 8 rows, constant trip counts: every output row gets 8
         # consecutive values (32 bytes) per tile row. Measured on 2 threads for a (128, 3072)
@@ -209,7 +209,7 @@ if HAVE_NUMBA:
                 row_t[p] = r
                 at[c] = p + 1
 
-    @njit(parallel=True, cache=True, nogil=True)
+    @parallel_kernel(cache=True, nogil=True)
     def _take_or_zero_nb(old, source, out):  # pragma: no cover - compiled
         for i in prange(source.shape[0]):
             s = source[i]
@@ -261,7 +261,6 @@ def take_or_zero(old: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     gradient, optimizer state) moved to new positions."""
     old = old.detach()
     if HAVE_NUMBA and old.device.type == "cpu" and old.dtype in (torch.float32, torch.float64):
-        match_torch_threads()
         out = torch.empty(source.shape, dtype=old.dtype)
         _take_or_zero_nb(old.contiguous().numpy(), source.numpy(), out.numpy())
         return out
@@ -279,7 +278,6 @@ def transposed(x: torch.Tensor) -> torch.Tensor:
         return xt
     if not HAVE_NUMBA or x.dtype not in (torch.float32, torch.float64) or x.stride(1) != 1:
         return xt.contiguous()
-    match_torch_threads()
     out = torch.empty(xt.shape, dtype=x.dtype)
     _transpose_nb(x.numpy(), out.numpy())
     return out
@@ -290,7 +288,6 @@ def add_sampled(
 ) -> None:
     """``out[i] += <gyt[rows[i]], xt[cols[i]]>``: entries of ``gyt @ xtᵀ`` at chosen positions."""
     if HAVE_NUMBA and out.dtype == xt.dtype == gyt.dtype and xt.is_contiguous():
-        match_torch_threads()
         _sampled_nb(rows.numpy(), cols.numpy(), xt.numpy(), gyt.contiguous().numpy(), out.numpy())
         return
     for s in range(0, rows.numel(), 1 << 16):
@@ -313,7 +310,6 @@ def forward(
     come as numpy views (a layer keeps them between topology updates)."""
     yt = torch.empty((n_out, xt.shape[1]), dtype=xt.dtype) if out is None else out
     if HAVE_NUMBA:
-        match_torch_threads()
         b = bias.detach() if bias is not None else val.new_empty(0)
         _forward_nb(
             _array(crow), _array(col), val.numpy(), xt.numpy(), b.numpy(), bias is not None,
@@ -333,7 +329,6 @@ def rectified_grad(
     """The gradient before a fused ReLU whose output was ``yt`` (zero where ``yt <= 0``, as
     torch's), and the bias's gradient (its rows' sums) if asked; ``gyt`` contiguous."""
     if HAVE_NUMBA and gyt.dtype == yt.dtype:
-        match_torch_threads()
         out = torch.empty_like(yt)
         gb = yt.new_empty(yt.shape[0] if need_bias_grad else 0)
         _rectified_grad_nb(
@@ -360,7 +355,6 @@ def backward(
     n_out = crow.shape[0] - 1
     n_in = crow_t.shape[0] - 1
     if HAVE_NUMBA:
-        match_torch_threads()
         gval = torch.empty_like(val)
         gxt = torch.empty((n_in, xt.shape[1]), dtype=xt.dtype) if need_gx else None
         x = xt.numpy()

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import torch
 
-from dstlab.jit import HAVE_NUMBA, match_torch_threads, njit, prange
+from dstlab.jit import HAVE_NUMBA, parallel_kernel, prange
 
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 if HAVE_NUMBA:
 
-    @njit(parallel=True, cache=True, nogil=True)
+    @parallel_kernel(cache=True, nogil=True)
     def _mask_nb(grad, keep):  # pragma: no cover - compiled
         # a multiply, not a branch: it vectorises; no fastmath, so NaN * 0 stays NaN as in torch
         for i in prange(grad.shape[0]):
@@ -36,5 +36,4 @@ def runs_on_bytes(grad: torch.Tensor | None, param: torch.Tensor) -> bool:
 def mask_bytes_(grad: torch.Tensor, mask: torch.Tensor) -> None:
     """``grad *= mask`` in place for a gradient `runs_on_bytes` accepts and a contiguous bool
     mask of its shape."""
-    match_torch_threads()
-    _mask_nb(grad.view(-1).numpy(), mask.view(-1).view(torch.uint8).numpy())
+    _mask_nb(grad.view(-1).numpy(), mask.view(-1).view(torch.uint8).numpy(), work=grad.numel())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dstlab.jit import HAVE_NUMBA, njit, prange
+from dstlab.jit import HAVE_NUMBA, njit, parallel_kernel, prange
 
 #: 2⁶⁴ / φ as a signed int64 (numba would turn an unsigned constant's product into a float)
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
@@ -32,7 +32,7 @@ if HAVE_NUMBA:
             i += v <= s
             j += s < v  # one side moves per step; repeated values all meet their match
 
-    @njit(parallel=True, cache=True, nogil=True)
+    @parallel_kernel(cache=True, nogil=True)
     def _isin_search_nb(values, sorted_set, out):  # pragma: no cover - compiled
         m = sorted_set.shape[0]
         for i in prange(values.shape[0]):
@@ -126,7 +126,7 @@ def isin(
         elif universe is not None and universe <= 128 * s.shape[0]:
             _isin_bits_nb(v, s, universe, out.numpy())
         else:
-            _isin_search_nb(v, s, out.numpy())
+            _isin_search_nb(v, s, out.numpy(), work=v.shape[0])
         return out
     at = torch.searchsorted(sorted_set, values).clamp_(max=sorted_set.numel() - 1)
     return sorted_set[at] == values
