@@ -316,3 +316,28 @@ def test_a_study_worker_gives_its_ranks_its_own_thread_count(
     launch.train_processes(config, tmp_path / "run")
     written = yaml.safe_load((tmp_path / "run" / files.CONFIG).read_text())
     assert written["threads"] == ranks_get
+
+
+@pytest.mark.parametrize(
+    ("nproc", "env", "ranks_see"), [(2, None, "2"), (3, None, "1"), (2, "7", "7"), (1, None, None)]
+)
+def test_ranks_share_the_cores_unless_told_otherwise(monkeypatch, nproc, env, ranks_see):
+    # torch's default is every core per rank: 2 ranks on 4 cores would run 8 threads
+    import torch.distributed.launcher.api as api
+
+    from dstlab.run import launch
+
+    seen = {}
+
+    def fake_elastic_launch(config, entrypoint):
+        return lambda *args: seen.update(omp=os.environ.get("OMP_NUM_THREADS"))
+
+    monkeypatch.setattr(api, "elastic_launch", fake_elastic_launch)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    launch.launch(["train"], nproc)
+    assert seen["omp"] == ranks_see
+    assert os.environ.get("OMP_NUM_THREADS") == env  # the launcher's own environment is back

@@ -4,8 +4,10 @@ group of `run/distributed.py`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -36,10 +38,27 @@ def launch(argv: list[str], nproc: int) -> None:
         monitor_interval=0.1,
     )
     try:
-        elastic_launch(config, sys.executable)("-u", "-m", "dstlab", *argv)
+        with _shared_cores(nproc):
+            elastic_launch(config, sys.executable)("-u", "-m", "dstlab", *argv)
     except ChildFailedError as error:
         rank, failure = error.get_first_failure()
         raise RankFailedError(_failure_text(rank, failure)) from None
+
+
+@contextlib.contextmanager
+def _shared_cores(nproc: int):
+    """Ranks that inherit no OMP_NUM_THREADS share this process's cores (at least one thread
+    each) instead of taking torch's default of every core each: `torchrun` sets 1 for the
+    same reason, oversubscription. A run's own `threads` still wins in each rank."""
+    if nproc <= 1 or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (cores or 1) // nproc))
+    try:
+        yield
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
 
 
 def train_processes(config: Any, out: Any, tags: dict[str, Any] | None = None) -> dict[str, Any]:
