@@ -35,26 +35,26 @@ print(json.dumps({{
 """
 
 
-def _probe(env_extra: dict[str, str], before: str = "") -> dict:
+def _run(code: str, env_extra: dict[str, str] | None = None) -> dict:
+    """The JSON that ``code`` prints last, run in a fresh interpreter with no numba or dstlab
+    settings in its environment but ``env_extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "DSTLAB_"))}
-    env.update(env_extra)
+    env.update(env_extra or {})
     out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(before=before)],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _probe(env_extra: dict[str, str], before: str = "") -> dict:
+    return _run(PROBE.format(before=before), env_extra)
 
 
 def _numba_default_is_wide() -> bool:
     """Whether numba, untouched by dstlab, compiles the probe's loop with 512-bit vectors: LLVM
     prefers 256 bits on Intel's AVX-512 cores but not on AMD's Zen 4."""
     probe = PROBE.replace("import dstlab.jit as jit\n", "").replace("jit.HAVE_NUMBA", "None")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "DSTLAB_"))}
-    out = subprocess.run(
-        [sys.executable, "-c", probe.format(before="")],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return json.loads(out.strip().splitlines()[-1])["zmm"]
+    return _run(probe.format(before=""))["zmm"]
 
 
 def _host_has_avx512() -> bool:
@@ -123,14 +123,6 @@ def test_a_one_thread_process_never_starts_numbas_thread_pool(backend):
     assert one["pool"] is None
     if os.cpu_count() > 1:  # the same training with two threads does use it
         assert _run(THREAD_POOL_PROBE.format(threads=2, backend=backend))["pool"] is not None
-
-
-def _run(code: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "DSTLAB_"))}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_a_parallel_kernels_serial_build_computes_the_same_and_caches_apart():
